@@ -1,0 +1,208 @@
+"""Adapter files: `adapter_config.json` + `adapter_model.safetensors`, keyed as PEFT does.
+
+Tensor keys are `base_model.model.<module path>.lora_A.weight` / `.lora_B.weight`, plus
+`.router.<name>` for routing state (router weights, balance biases, task embeddings).
+A `lora` adapter is written as a plain PEFT `LoraConfig`, so `peft.PeftModel.from_pretrained`
+loads it; every other method carries `peft_type: SMORA`, which PEFT refuses and smora reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from smora_cli import __version__
+from smora_cli.adapters.config import METHODS, AdapterConfig
+from smora_cli.adapters.inject import adapter_config_of, adapter_layers, attach
+from smora_cli.errors import AdapterError
+from smora_cli.utils.fs import atomic_directory
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+PREFIX = "base_model.model."
+SMORA_PEFT_TYPE = "SMORA"
+# Our field names -> PEFT's, where PEFT has one.
+PEFT_NAMES = {"alpha": "lora_alpha", "dropout": "lora_dropout"}
+# PEFT LoRA features smora does not implement: a PEFT adapter using one is refused.
+UNSUPPORTED_PEFT = {"use_dora": False, "rank_pattern": {}, "alpha_pattern": {}, "lora_bias": False,
+                    "layers_to_transform": None, "modules_to_save": None, "bias": "none"}
+
+
+def _tensor_key(layer_path: str, name: str) -> str:
+    if name in ("lora_A", "lora_B"):
+        name += ".weight"
+    return f"{PREFIX}{layer_path}.{name}"
+
+
+def _live_tensors(model: nn.Module) -> dict[str, Tensor]:
+    """Adapter parameters and persistent buffers of `model`, PEFT-keyed, sharing storage."""
+    state = {}
+    for path, layer in adapter_layers(model):
+        for name, tensor in layer.state_dict().items():
+            if not name.startswith("base_layer."):
+                state[_tensor_key(path, name)] = tensor
+    return state
+
+
+def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """Every adapter tensor of `model` (parameters and persistent buffers), PEFT-keyed."""
+    return {key: tensor.detach().contiguous() for key, tensor in _live_tensors(model).items()}
+
+
+def config_to_file(model: nn.Module) -> dict[str, Any]:
+    """The adapter_config.json content for the adapter on `model`."""
+    config = adapter_config_of(model)
+    layers = list(adapter_layers(model))
+    data = {PEFT_NAMES.get(k, k): v for k, v in config.to_dict().items()}
+    # Exact module paths, so PEFT and smora adapt precisely these layers on reload.
+    data["target_modules"] = [path for path, _ in layers]
+    data["exclude_modules"] = None
+    if config.method != "lora":
+        return {"peft_type": SMORA_PEFT_TYPE, "smora_version": __version__, **data}
+    return {
+        "peft_type": "LORA",
+        "r": config.r,
+        "lora_alpha": config.alpha,
+        "lora_dropout": config.dropout,
+        "use_rslora": config.use_rslora,
+        "target_modules": data["target_modules"],
+        "fan_in_fan_out": any(layer.fan_in_fan_out for _, layer in layers),
+        "bias": "none",
+        "init_lora_weights": True,
+        "inference_mode": True,
+        "task_type": None,
+        "base_model_name_or_path": config.base_model_name_or_path,
+    }
+
+
+def write_adapter(model: nn.Module, directory: str | os.PathLike) -> None:
+    """Write the adapter files into an existing directory (see `save_adapter`)."""
+    directory = Path(directory)
+    (directory / CONFIG_NAME).write_text(json.dumps(config_to_file(model), indent=2) + "\n")
+    save_file(adapter_state_dict(model), str(directory / WEIGHTS_NAME),
+              metadata={"format": "pt", "smora_version": __version__})
+
+
+def save_adapter(model: nn.Module, directory: str | os.PathLike) -> Path:
+    """Save the adapter on `model` to `directory`, atomically (complete or not at all).
+
+    Returns:
+        The directory written.
+    """
+    with atomic_directory(directory) as tmp:
+        write_adapter(model, tmp)
+    return Path(directory)
+
+
+def read_adapter_config(directory: str | os.PathLike) -> AdapterConfig:
+    """Parse and validate `directory/adapter_config.json` without touching any model.
+
+    Raises:
+        AdapterError: missing directory or files, invalid JSON, unknown peft_type or method.
+    """
+    directory = Path(directory)
+    config_path = directory / CONFIG_NAME
+    if not directory.is_dir():
+        raise AdapterError(f"adapter directory {directory} does not exist")
+    if not config_path.is_file() or not (directory / WEIGHTS_NAME).is_file():
+        raise AdapterError(f"{directory} is not an adapter directory: it needs {CONFIG_NAME} and "
+                           f"{WEIGHTS_NAME} (as written by `smora train` or PEFT)")
+    try:
+        data = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AdapterError(f"{config_path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise AdapterError(f"{config_path} must hold a JSON object")
+    peft_type = data.get("peft_type")
+    if peft_type == "LORA":
+        return _config_from_peft_lora(data, config_path)
+    if peft_type != SMORA_PEFT_TYPE:
+        raise AdapterError(f"{config_path}: peft_type {peft_type!r} is not an adapter smora can "
+                           "load (LORA or SMORA)")
+    if data.get("method") not in METHODS:
+        raise AdapterError(f"{config_path}: unknown method {data.get('method')!r}; known: "
+                           f"{', '.join(METHODS)}")
+    fields = {key: value for key, value in data.items() if key not in ("peft_type", "smora_version")}
+    fields = {next((k for k, v in PEFT_NAMES.items() if v == key), key): value
+              for key, value in fields.items()}
+    try:
+        return AdapterConfig.from_dict(fields)
+    except (AdapterError, TypeError) as e:
+        raise AdapterError(f"{config_path}: {e}") from e
+
+
+def _config_from_peft_lora(data: dict[str, Any], config_path: Path) -> AdapterConfig:
+    for key, neutral in UNSUPPORTED_PEFT.items():
+        value = data.get(key, neutral)
+        if value and value != neutral:
+            raise AdapterError(f"{config_path}: PEFT option {key}={data[key]!r} is not supported "
+                               "by smora")
+    try:
+        return AdapterConfig(
+            method="lora", r=data["r"], alpha=data.get("lora_alpha", 8),
+            dropout=data.get("lora_dropout", 0.0), target_modules=data["target_modules"],
+            exclude_modules=data.get("exclude_modules"), use_rslora=data.get("use_rslora", False),
+            base_model_name_or_path=data.get("base_model_name_or_path"),
+        )
+    except KeyError as e:
+        raise AdapterError(f"{config_path}: missing key {e.args[0]!r}") from e
+
+
+def load_adapter(model: nn.Module, directory: str | os.PathLike, *,
+                 trainable: bool = False) -> nn.Module:
+    """Attach the adapter saved in `directory` to a fresh base `model` and load its weights.
+
+    Args:
+        model: the base model the adapter was trained on (no adapter attached yet).
+        directory: an adapter directory written by smora (or a PEFT LoRA adapter).
+        trainable: keep adapter parameters trainable (to continue training).
+
+    Returns:
+        `model`, adapted in place.
+
+    Raises:
+        AdapterError: unreadable files, or weights that do not fit this model.
+    """
+    directory = Path(directory)
+    config = read_adapter_config(directory)
+    try:
+        tensors = load_file(str(directory / WEIGHTS_NAME))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise AdapterError(f"{directory / WEIGHTS_NAME} is corrupt or unreadable: {e}") from e
+    try:
+        attach(model, config)
+    except AdapterError as e:
+        raise AdapterError(f"adapter {directory} does not fit this model: {e}") from e
+    _copy_state(model, tensors, directory)
+    if not trainable:
+        for _, layer in adapter_layers(model):
+            for name, param in layer.named_parameters():
+                if not name.startswith("base_layer."):
+                    param.requires_grad_(False)
+    return model
+
+
+def _copy_state(model: nn.Module, tensors: dict[str, Tensor], directory: Path) -> None:
+    expected = _live_tensors(model)
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise AdapterError(
+            f"adapter {directory} does not match this model ({len(missing)} tensors missing, "
+            f"{len(unexpected)} unexpected), e.g. missing {missing[:2]}, unexpected {unexpected[:2]}; "
+            "was it trained on another base model or saved by another smora version?")
+    for key, target in expected.items():
+        if tensors[key].shape != target.shape:
+            raise AdapterError(
+                f"adapter {directory}: {key} has shape {list(tensors[key].shape)} but this model "
+                f"needs {list(target.shape)}; the adapter was trained on a different base model")
+    with torch.no_grad():
+        for key, target in expected.items():
+            target.copy_(tensors[key])

@@ -1,0 +1,93 @@
+"""Adapter state across steps: balance updates, auxiliary losses, router statistics, rank maps."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from smora_cli.adapters.config import AdapterConfig
+from smora_cli.adapters.inject import adapter_config_of, adapter_layers
+from smora_cli.adapters.routers import TaskPrefixRouter
+
+# Which config field weighs each auxiliary loss a router can return.
+AUX_COEFFICIENTS = {"balance": "aux_loss_coef", "contrastive": "contrastive_coef"}
+
+
+@torch.no_grad()
+def on_optimizer_step(model: nn.Module) -> None:
+    """Apply one balance-bias update per router from the counts of this optimizer step.
+
+    Counts gathered over every micro-batch since the last call are summed across processes
+    in one all-reduce, so gradient accumulation and DDP see the same bias on every rank.
+    Call it right after `optimizer.step()`, on every process.
+    """
+    counters = [(layer.router, layer.router.counter) for _, layer in adapter_layers(model)
+                if layer.router.counter is not None]
+    if not counters:
+        return
+    flat = torch.cat([counter.pending for _, counter in counters])
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(flat)
+    offset = 0
+    for router, counter in counters:
+        counts = flat[offset:offset + counter.pending.numel()]
+        offset += counter.pending.numel()
+        router.apply_step_counts(counts)
+        counter.seen += counts
+        counter.pending.zero_()
+
+
+def aux_losses(model: nn.Module) -> dict[str, Tensor]:
+    """Each auxiliary loss of the last forward, averaged over the layers that returned it."""
+    sums: dict[str, list[Tensor]] = {}
+    for _, layer in adapter_layers(model):
+        for name, value in layer.last_aux.items():
+            sums.setdefault(name, []).append(value)
+    return {name: torch.stack(values).mean() for name, values in sums.items()}
+
+
+def weighted_aux_loss(losses: dict[str, Tensor], config: AdapterConfig) -> Tensor | None:
+    """Sum of auxiliary losses times their config coefficients, or None when there are none."""
+    terms = [getattr(config, AUX_COEFFICIENTS[name]) * value for name, value in losses.items()]
+    return torch.stack(terms).sum() if terms else None
+
+
+def clear_aux(model: nn.Module) -> None:
+    """Drop references to the last forward's auxiliary losses (and their graphs)."""
+    for _, layer in adapter_layers(model):
+        layer.last_aux = {}
+
+
+def router_stats(model: nn.Module, *, reset: bool = True) -> dict[str, dict[str, float]]:
+    """Expert load since the last call, per adapted layer with a token router.
+
+    Returns:
+        {layer path: {"max_load": largest expert share, "min_load": smallest share,
+        "entropy": normalised entropy of the load (1 = perfectly balanced)}}.
+    """
+    stats = {}
+    for path, layer in adapter_layers(model):
+        counter = layer.router.counter
+        if counter is None or counter.seen.sum() <= 0:
+            continue
+        load = counter.seen / counter.seen.sum()
+        entropy = -(load * load.clamp_min(1e-12).log()).sum() / math.log(load.numel())
+        stats[path] = {"max_load": float(load.max()), "min_load": float(load.min()),
+                       "entropy": float(entropy)}
+        if reset:
+            counter.seen.zero_()
+    return stats
+
+
+def rank_map(model: nn.Module) -> dict[str, dict[str, int]]:
+    """MoRE's learned rank per task and layer: {task: {layer path: e*}}."""
+    config = adapter_config_of(model)
+    result: dict[str, dict[str, int]] = {task: {} for task in config.task_names}
+    for path, layer in adapter_layers(model):
+        if isinstance(layer.router, TaskPrefixRouter):
+            for task, rank in zip(config.task_names, layer.router.chosen_ranks(), strict=True):
+                result[task][path] = rank
+    return result
