@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import typer
 
@@ -32,6 +33,54 @@ def _root(
                                  help="Print the version and exit."),
 ) -> None:
     """smora: train, evaluate, merge and study rank-expert adapters."""
+
+
+def _split_recipe_and_overrides(recipe: str | None, overrides: list[str] | None
+                                ) -> tuple[Path | None, list[str]]:
+    """`smora train train.lr=1e-4` has no recipe: its first word is an override."""
+    overrides = list(overrides or [])
+    if recipe is not None and "=" in recipe and not Path(recipe).exists():
+        return None, [recipe, *overrides]
+    return (Path(recipe) if recipe else None), overrides
+
+
+TRAIN_EXAMPLES = """
+Examples:
+
+  smora train                                   # the offline quickstart
+  smora train configs/quickstart.yaml adapter.method=flylora adapter.r=32 adapter.k=8
+  smora train configs/glue.yaml train.lr=1e-4 train.output_dir=runs/glue-more
+  smora train configs/flan_mix.yaml --resume    # continue from the last checkpoint
+  accelerate launch --num_processes 2 -m smora_cli train configs/quickstart.yaml
+"""
+
+
+@app.command(epilog=TRAIN_EXAMPLES)
+def train(
+    recipe: str | None = typer.Argument(None, help="Recipe YAML (default: the offline quickstart)."),
+    overrides: list[str] | None = typer.Argument(None, help="key.path=value overrides."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run in output_dir."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the recipe."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train a rank-expert adapter on a multi-task mixture described by a recipe."""
+    from smora_cli.recipe import load_recipe
+
+    path, overrides = _split_recipe_and_overrides(recipe, overrides)
+    loaded = load_recipe(path, overrides)
+    if dry_run:
+        typer.echo(loaded.to_yaml(), nl=False)
+        return
+    from smora_cli.reporting import print_eval
+    from smora_cli.train import run
+
+    result = run(loaded, overwrite=overwrite, resume=resume, show_progress=not quiet,
+                 echo=typer.echo)
+    typer.echo(f"run directory: {result.output_dir}")
+    if result.eval:
+        print_eval(result.eval, result.output_dir / "eval_results.json")
+    raise typer.Exit(result.exit_code)
 
 
 def main() -> None:

@@ -37,6 +37,14 @@ class AdapterError(UserInputError):
     """An adapter directory or adapter config cannot be used with this model."""
 
 
+class AdapterConfigError(AdapterError):
+    """Invalid adapter hyper-parameters; `problems` holds (field, message) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"`{name}` {message}" for name, message in problems))
+
+
 class DataError(UserInputError):
     """A task's data cannot be loaded or does not have the declared shape."""
 

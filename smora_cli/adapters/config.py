@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from smora_cli.errors import AdapterError
+from smora_cli.errors import AdapterConfigError, AdapterError
 
 METHODS = ("lora", "moe-lora", "smora", "flylora", "more", "hydra")
 # Methods whose router picks ranks per token: they need an activated rank `k` below r.
@@ -78,7 +78,7 @@ class AdapterConfig:
             self.target_modules = sorted(self.target_modules)
         problems = self.problems()
         if problems:
-            raise AdapterError("; ".join(f"`{name}` {msg}" for name, msg in problems))
+            raise AdapterConfigError(problems)
 
     # ----------------------------------------------------------------- validation
     def problems(self) -> list[tuple[str, str]]:

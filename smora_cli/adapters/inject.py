@@ -127,13 +127,14 @@ def routing_context(model: nn.Module, *, task_ids: Tensor | int | None = None,
     elif isinstance(task_ids, int):
         task_ids = torch.tensor([task_ids])
     inputs = RoutingInputs(task_ids=task_ids, token_masks=tuple(token_masks or ()))
+    previous = [layer.routing_inputs for layer in layers]
     for layer in layers:
         layer.routing_inputs = inputs
     try:
         yield
     finally:
-        for layer in layers:
-            layer.routing_inputs = None
+        for layer, before in zip(layers, previous, strict=True):
+            layer.routing_inputs = before
 
 
 @contextlib.contextmanager

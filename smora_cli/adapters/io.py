@@ -189,6 +189,16 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike, *,
     return model
 
 
+def load_adapter_weights(model: nn.Module, directory: str | os.PathLike) -> None:
+    """Load adapter tensors from `directory` into a model that already has the adapter."""
+    directory = Path(directory)
+    try:
+        tensors = load_file(str(directory / WEIGHTS_NAME))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise AdapterError(f"{directory / WEIGHTS_NAME} is corrupt or unreadable: {e}") from e
+    _copy_state(model, tensors, directory)
+
+
 def _copy_state(model: nn.Module, tensors: dict[str, Tensor], directory: Path) -> None:
     expected = _live_tensors(model)
     missing = sorted(set(expected) - set(tensors))

@@ -1,0 +1,605 @@
+"""Speed and memory of the rank-expert adapters against plain LoRA of the same total rank.
+
+Commands (from the repository root):
+
+    python scripts/bench_adapters.py --quick --json bench_quick.json      # < 1 min on 2 CPU cores
+    python scripts/bench_adapters.py --json bench.json                    # a few minutes on CPU
+    python scripts/bench_adapters.py --level layer --tokens 4096 --dim 1024 --profile
+    python scripts/bench_adapters.py --device cuda --dtype bfloat16 --json bench_cuda.json
+
+Two levels:
+
+* `layer`: one Llama-shaped linear (in = out = dim, input [batch, tokens/batch, dim] that
+  requires grad, as inside a model), forward + backward including the frozen base matmul, and
+  forward-only under `torch.no_grad` in eval mode. Reference rows: the frozen base linear alone
+  and the naive multi-LoRA MoE of research forks (8 LoRAs of rank 8, top-2, a Python loop over
+  experts: `loop-moe` dense per expert, `gather-moe` with index_select/index_add).
+* `model`: one AdamW training step (+ `on_optimizer_step`) of a random-init LlamaForCausalLM with
+  adapters on every linear layer, PEFT's LoRA on the same model (`peft-lora`), and a LoRA model
+  folded into its base weights (`folded-lora`, forward only).
+
+Ratios: every row is divided by `lora` of the same total rank r at the same level, measured in
+this process, except `folded-lora`, which is divided by the plain base model (`base`, model
+level): folding must cost nothing. `peft-lora`'s ratio is PEFT / ours (we want >= 1.0).
+
+Timing: warm-up, then the median over `--repeats` rounds of the mean of a few iterations;
+inside a round the cases run round-robin, starting at a rotating offset, so machine drift hits
+all of them alike. CUDA is synchronised around every timed block.
+
+Peak memory of a training step = bytes of the tensors the case holds (parameters, buffers,
+optimizer state, input) + the largest net growth of allocated tensor bytes during one step.
+On CUDA the growth is `max_memory_allocated - memory_allocated` around the step; on CPU it is
+replayed from the allocation events of `torch.profiler(profile_memory=True)` (tensor storage
+through torch's CPU allocator, so oneDNN/MKL scratch space and allocator caching are not
+counted, identically for every method).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import gc
+import itertools
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import smora_cli
+from smora_cli.adapters import (
+    AdapterConfig,
+    RankExpertLinear,
+    attach,
+    fold,
+    on_optimizer_step,
+    routing_context,
+)
+from smora_cli.adapters.state import aux_losses, clear_aux, weighted_aux_loss
+
+ADAPTER_METHODS = ("lora", "smora", "moe-lora", "flylora", "more", "hydra")
+EXTRA_METHODS = ("loop-moe", "peft")  # naive MoE (layer level), PEFT LoRA (model level)
+TASKS = ["a", "b"]
+# Flag values of a full run and of --quick; explicit flags override either.
+PRESETS = {
+    "full": {"tokens": 4096, "dim": 1024, "batch": 4, "model_layers": 4, "model_dim": 512,
+             "model_seq": 256, "model_batch": 4, "repeats": 7, "iters": 3, "warmup": 2},
+    "quick": {"tokens": 1024, "dim": 512, "batch": 4, "model_layers": 2, "model_dim": 256,
+              "model_seq": 128, "model_batch": 2, "repeats": 5, "iters": 2, "warmup": 1},
+}
+# (method, r, k, expert_rank, baseline lora rank): the cases of METHODS.md's reference setups.
+ADAPTER_CASES = (
+    ("lora", 64, None, 1, 64),
+    ("smora", 64, 8, 1, 64),
+    ("moe-lora", 64, 16, 8, 64),  # 8 experts of rank 8, top-2
+    ("more", 64, None, 1, 64),
+    ("hydra", 64, None, 1, 64),  # 4 B heads: 4x the B work by design
+    ("lora", 32, None, 1, 32),
+    ("flylora", 32, 8, 1, 32),
+)
+
+
+@dataclass
+class Case:
+    """One benchmarked configuration and what was measured for it."""
+
+    method: str
+    level: str
+    r: int | None
+    k: int | None
+    baseline: str | None  # key of the case whose times divide this one's
+    module: nn.Module
+    train: Callable[[], None] | None
+    forward: Callable[[], None] | None
+    static_bytes: int = 0
+    times: dict[str, list[float]] = field(default_factory=lambda: {"train": [], "forward": []})
+    peak_bytes: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.level}/{self.method}/{self.r}"
+
+
+# --------------------------------------------------------------------------- environment
+class Env:
+    """Device, dtypes and the synchronisation every timed block needs."""
+
+    def __init__(self, device: str, dtype: str):
+        self.device = torch.device(device)
+        self.dtype = getattr(torch, dtype)
+        self.cuda = self.device.type == "cuda"
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+
+def tensor_bytes(*objects: nn.Module | Tensor | torch.optim.Optimizer | None) -> int:
+    """Bytes of the distinct storages held by modules, tensors and optimizer states."""
+    seen: dict[int, int] = {}
+    for obj in objects:
+        if isinstance(obj, nn.Module):
+            tensors = itertools.chain(obj.parameters(), obj.buffers())
+        elif isinstance(obj, torch.optim.Optimizer):
+            tensors = (t for s in obj.state.values() for t in s.values() if isinstance(t, Tensor))
+        else:
+            tensors = [] if obj is None else [obj]
+        for t in tensors:
+            storage = t.untyped_storage()
+            seen[storage.data_ptr()] = storage.nbytes()
+    return sum(seen.values())
+
+
+# --------------------------------------------------------------------------- naive MoE
+class LoopMoELoRA(nn.Module):
+    """The multi-LoRA MoE as research forks write it: one small LoRA per expert, a Python loop.
+
+    Softmax router, top-k experts renormalised (as `moe-lora`). `gather=False` runs every
+    expert densely on every token and weights its output by the (mostly zero) gate;
+    `gather=True` runs each expert on its routed tokens only (nonzero + index_select +
+    index_add_, which syncs with the host once per expert).
+    """
+
+    def __init__(self, base: nn.Linear, experts: int = 8, rank: int = 8, top: int = 2,
+                 alpha: float = 16.0, gather: bool = False):
+        super().__init__()
+        self.base_layer, self.top, self.gather = base, top, gather
+        self.scaling = alpha / (top * rank)  # alpha over the activated rank, as moe-lora
+        factory = {"device": base.weight.device, "dtype": torch.float32}
+        self.router = nn.Linear(base.in_features, experts, bias=False, **factory)
+        self.lora_A = nn.ParameterList(
+            nn.Parameter(torch.empty(rank, base.in_features, **factory)) for _ in range(experts))
+        self.lora_B = nn.ParameterList(
+            nn.Parameter(1e-3 * torch.randn(base.out_features, rank, **factory))
+            for _ in range(experts))
+        for weight in self.lora_A:
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+
+    def forward(self, x: Tensor) -> Tensor:
+        result = self.base_layer(x)
+        h = x.to(self.router.weight.dtype)
+        probs = torch.softmax(self.router(h), dim=-1)
+        top_probs, chosen = probs.topk(self.top, dim=-1)
+        gates = torch.zeros_like(probs).scatter(-1, chosen, top_probs / top_probs.sum(-1, True))
+        delta = self._gathered(h, gates) if self.gather else self._dense(h, gates)
+        return result + (delta * self.scaling).to(result.dtype)
+
+    def _dense(self, h: Tensor, gates: Tensor) -> Tensor:
+        out = 0
+        for e, (a, b) in enumerate(zip(self.lora_A, self.lora_B, strict=True)):
+            out = out + gates[..., e:e + 1] * F.linear(F.linear(h, a), b)
+        return out
+
+    def _gathered(self, h: Tensor, gates: Tensor) -> Tensor:
+        flat, flat_gates = h.reshape(-1, h.shape[-1]), gates.reshape(-1, gates.shape[-1])
+        out = flat.new_zeros(flat.shape[0], self.base_layer.out_features)
+        for e, (a, b) in enumerate(zip(self.lora_A, self.lora_B, strict=True)):
+            rows = flat_gates[:, e].nonzero().squeeze(-1)
+            if rows.numel() == 0:
+                continue
+            y = F.linear(F.linear(flat.index_select(0, rows), a), b)
+            out.index_add_(0, rows, y * flat_gates.index_select(0, rows)[:, e:e + 1])
+        return out.view(*h.shape[:-1], -1)
+
+
+# --------------------------------------------------------------------------- layer level
+def adapter_config(method: str, r: int, k: int | None, p: int) -> AdapterConfig:
+    return AdapterConfig(method=method, r=r, k=k, expert_rank=p,
+                         task_names=TASKS if method == "more" else [])
+
+
+def randomise_adapter(module: nn.Module) -> None:
+    """Non-zero B (a trained adapter's shape of work; folding then changes W for real)."""
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if name.endswith("lora_B") or ".lora_B." in name or name.endswith("lora_B.weight"):
+                param.normal_(std=1e-3)
+
+
+def task_ids_for(batch: int, device: torch.device) -> Tensor:
+    """Alternate the two tasks over the batch (MoRE's router gates per example)."""
+    return (torch.arange(batch, device=device) % len(TASKS)).long()
+
+
+def routed(module: nn.Module, method: str, task_ids: Tensor):
+    """`routing_context` with task ids for `more` (it works on a bare layer too)."""
+    if method == "more":
+        return routing_context(module, task_ids=task_ids)
+    return contextlib.nullcontext()
+
+
+def layer_steps(module: nn.Module, method: str, x: Tensor, grad_out: Tensor
+                ) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(train step, forward step) closures for one layer."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    task_ids = task_ids_for(x.shape[0], x.device)
+
+    def train() -> None:
+        for p in params:  # zero_grad(set_to_none=True): grads are re-allocated every step
+            p.grad = None
+        x.grad = None
+        with routed(module, method, task_ids):
+            out = module(x)
+            aux = list(getattr(module, "last_aux", {}).values())
+            # out.backward(grad_out) == backward of a random projection of the output.
+            torch.autograd.backward([out, *aux], [grad_out, *([None] * len(aux))])
+        if isinstance(module, RankExpertLinear):
+            module.last_aux = {}
+
+    def forward() -> None:
+        with torch.no_grad(), routed(module, method, task_ids):
+            module(x)
+
+    return train, forward
+
+
+def frozen_linear(dim: int, env: Env) -> nn.Linear:
+    torch.manual_seed(0)
+    base = nn.Linear(dim, dim, bias=False, device=env.device, dtype=env.dtype)
+    return base.requires_grad_(False)
+
+
+def layer_case(method: str, r: int | None, k: int | None, baseline: str | None,
+               module: nn.Module, x: Tensor, grad_out: Tensor) -> Case:
+    train, forward = layer_steps(module, method, x, grad_out)
+    return Case(method, "layer", r, k, baseline, module, train, forward,
+                static_bytes=tensor_bytes(module, x))
+
+
+def layer_cases(args: argparse.Namespace, env: Env) -> list[Case]:
+    """The layer-level cases: base, each adapter method, the naive MoE loops."""
+    torch.manual_seed(1)
+    shape = (args.batch, args.tokens // args.batch, args.dim)
+    x = torch.randn(shape, device=env.device, dtype=env.dtype).requires_grad_()
+    grad_out = torch.randn(shape, device=env.device, dtype=env.dtype)
+    cases = [layer_case("base", None, None, "layer/lora/64", frozen_linear(args.dim, env),
+                        x, grad_out)]
+    for method, r, k, p, base_r in ADAPTER_CASES:
+        if method not in args.methods:
+            continue
+        torch.manual_seed(2)
+        module = RankExpertLinear(frozen_linear(args.dim, env), adapter_config(method, r, k, p),
+                                  name="bench.layer")
+        randomise_adapter(module)
+        cases.append(layer_case(method, r, module.config.activated_rank,
+                                f"layer/lora/{base_r}", module, x, grad_out))
+    if "loop-moe" in args.methods:
+        for name, gather in (("loop-moe", False), ("gather-moe", True)):
+            torch.manual_seed(2)
+            module = LoopMoELoRA(frozen_linear(args.dim, env), gather=gather)
+            cases.append(layer_case(name, 64, 16, "layer/lora/64", module, x, grad_out))
+    return cases
+
+
+# --------------------------------------------------------------------------- model level
+def llama_template(args: argparse.Namespace, env: Env) -> nn.Module:
+    """A random-init Llama; intermediate = 2.6875 dim (Llama's 1376/512), heads of 64."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    dim = args.model_dim
+    heads = max(1, dim // 64)
+    config = LlamaConfig(vocab_size=1000, hidden_size=dim,
+                         intermediate_size=16 * max(1, round(dim * 2.6875 / 16)),
+                         num_hidden_layers=args.model_layers, num_attention_heads=heads,
+                         num_key_value_heads=heads, max_position_embeddings=max(args.model_seq, 64))
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config).to(device=env.device, dtype=env.dtype)
+
+
+def model_forward(model: nn.Module, method: str, ids: Tensor) -> Callable[[], None]:
+    task_ids = task_ids_for(ids.shape[0], ids.device)
+
+    def forward() -> None:
+        with torch.no_grad(), routed(model, method, task_ids):
+            model(input_ids=ids, use_cache=False)
+
+    return forward
+
+
+def model_train(model: nn.Module, method: str, ids: Tensor, ours: bool
+                ) -> tuple[Callable[[], None], torch.optim.Optimizer]:
+    """(train step, its AdamW) for one adapted model."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    task_ids = task_ids_for(ids.shape[0], ids.device)
+    config = getattr(model, "smora_config", None)
+
+    def train() -> None:
+        with routed(model, method, task_ids):
+            loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+            if ours:  # what the trainer adds: the weighted auxiliary losses of the routers
+                aux = weighted_aux_loss(aux_losses(model), config)
+                loss = loss if aux is None else loss + aux
+            loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ours:
+            on_optimizer_step(model)
+            clear_aux(model)
+
+    return train, optimizer
+
+
+def model_case(method: str, r: int | None, k: int | None, baseline: str, model: nn.Module,
+               ids: Tensor, ours: bool = True) -> Case:
+    train, optimizer = model_train(model, method, ids, ours)
+    case = Case(method, "model", r, k, baseline, model, train, model_forward(model, method, ids))
+    case.static_bytes = tensor_bytes(model, ids)  # optimizer state added after warm-up
+    case.optimizer = optimizer  # type: ignore[attr-defined]
+    return case
+
+
+def peft_model(template: nn.Module, r: int) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(2)
+    config = LoraConfig(r=r, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear")
+    model = get_peft_model(copy.deepcopy(template), config)
+    randomise_adapter(model)
+    return model
+
+
+def folded_lora_model(template: nn.Module, r: int) -> nn.Module:
+    model = attach(copy.deepcopy(template), AdapterConfig(method="lora", r=r))
+    randomise_adapter(model)
+    return fold(model)
+
+
+def model_cases(args: argparse.Namespace, env: Env) -> list[Case]:
+    """The model-level cases: each adapter method, PEFT LoRA, base and folded models."""
+    template = llama_template(args, env)
+    torch.manual_seed(3)
+    ids = torch.randint(0, 1000, (args.model_batch, args.model_seq), device=env.device)
+    base = Case("base", "model", None, None, "model/lora/64", template, None,
+                model_forward(template, "base", ids), static_bytes=tensor_bytes(template, ids))
+    folded_model = folded_lora_model(template, 64)
+    folded = Case("folded-lora", "model", 64, 64, "model/base/None", folded_model, None,
+                  model_forward(folded_model, "lora", ids))
+    cases = [base, folded]
+    for method, r, k, p, base_r in ADAPTER_CASES:
+        if method not in args.methods:
+            continue
+        torch.manual_seed(2)
+        model = attach(copy.deepcopy(template), adapter_config(method, r, k, p))
+        randomise_adapter(model)
+        cases.append(model_case(method, r, model.smora_config.activated_rank,
+                                f"model/lora/{base_r}", model, ids))
+    if "peft" in args.methods:
+        cases.append(model_case("peft-lora", 64, 64, "model/lora/64", peft_model(template, 64),
+                                ids, ours=False))
+    return cases
+
+
+# --------------------------------------------------------------------------- measuring
+def timed(fn: Callable[[], None], iters: int, env: Env) -> float:
+    """Mean seconds per call of `fn` over `iters` back-to-back calls."""
+    env.sync()
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    env.sync()
+    return (time.perf_counter() - start) / iters
+
+
+def run_rounds(cases: list[Case], phase: str, args: argparse.Namespace, env: Env) -> None:
+    """Warm every case up, then `repeats` round-robin rounds with a rotating start."""
+    active = [c for c in cases if getattr(c, phase) is not None]
+    for case in active:
+        case.module.train(phase == "train")
+        for _ in range(args.warmup):
+            getattr(case, phase)()
+    gc.collect()
+    gc.disable()  # a collection inside a timed block would charge one case at random
+    try:
+        for round_index in range(args.repeats):
+            shift = round_index % max(1, len(active))
+            for case in active[shift:] + active[:shift]:
+                case.module.train(phase == "train")
+                case.times[phase].append(timed(getattr(case, phase), args.iters, env))
+    finally:
+        gc.enable()
+
+
+def cpu_peak_growth(fn: Callable[[], None]) -> int:
+    """Largest net growth of torch CPU tensor bytes while `fn` runs (profiler replay)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
+              and e.device_type() == torch.autograd.DeviceType.CPU]
+    events.sort(key=lambda e: e.start_ns())
+    return max(itertools.accumulate((e.nbytes() for e in events), initial=0))
+
+
+def peak_growth(fn: Callable[[], None], env: Env) -> int:
+    if not env.cuda:
+        return cpu_peak_growth(fn)
+    env.sync()
+    before = torch.cuda.memory_allocated(env.device)
+    torch.cuda.reset_peak_memory_stats(env.device)
+    fn()
+    env.sync()
+    return torch.cuda.max_memory_allocated(env.device) - before
+
+
+def measure_memory(cases: list[Case], env: Env) -> None:
+    """Peak bytes of one training step per case (after warm-up: optimizer state exists)."""
+    for case in cases:
+        if case.train is None:
+            continue
+        case.module.train(True)
+        gc.collect()
+        growth = peak_growth(case.train, env)
+        held = tensor_bytes(getattr(case, "optimizer", None))
+        case.peak_bytes = case.static_bytes + held + growth
+
+
+# --------------------------------------------------------------------------- reporting
+def median_ms(case: Case | None, phase: str) -> float | None:
+    if case is None or not case.times[phase]:
+        return None
+    return 1e3 * statistics.median(case.times[phase])
+
+
+def ratio(value: float | None, base: float | None) -> float | None:
+    if value is None or not base:
+        return None
+    return round(value / base, 4)
+
+
+def result_rows(cases: list[Case]) -> list[dict]:
+    """The JSON `results`: times in ms and ratios against each case's baseline."""
+    by_key = {case.key: case for case in cases}
+    rows = []
+    for case in cases:
+        base = by_key.get(case.baseline or "")
+        train, forward = median_ms(case, "train"), median_ms(case, "forward")
+        rows.append({
+            "method": case.method, "level": case.level, "r": case.r, "k": case.k,
+            "train_ratio": ratio(train, median_ms(base, "train")),
+            "forward_ratio": ratio(forward, median_ms(base, "forward")),
+            "peak_mem_ratio": ratio(case.peak_bytes, base.peak_bytes if base else None),
+            "train_ms": None if train is None else round(train, 3),
+            "forward_ms": None if forward is None else round(forward, 3),
+        })
+    return rows
+
+
+def format_table(rows: list[dict], cases: list[Case]) -> str:
+    def cell(value, spec: str) -> str:
+        width = int(spec.lstrip(">").split(".")[0].rstrip("df"))
+        return "-".rjust(width) if value is None else format(value, spec)
+
+    header = (f"{'method':<12} {'level':<6} {'r':>3} {'k':>3} {'train ms':>9} {'train x':>8} "
+              f"{'fwd ms':>8} {'fwd x':>7} {'peak MB':>8} {'mem x':>6}  vs")
+    lines = [header, "-" * len(header)]
+    for row, case in zip(rows, cases, strict=True):
+        peak_mb = None if case.peak_bytes is None else case.peak_bytes / 2**20
+        lines.append(
+            f"{row['method']:<12} {row['level']:<6} {cell(row['r'], '>3')} {cell(row['k'], '>3')} "
+            f"{cell(row['train_ms'], '>9.2f')} {cell(row['train_ratio'], '>8.3f')} "
+            f"{cell(row['forward_ms'], '>8.2f')} {cell(row['forward_ratio'], '>7.3f')} "
+            f"{cell(peak_mb, '>8.1f')} {cell(row['peak_mem_ratio'], '>6.3f')}  "
+            f"{(case.baseline or '-').replace('/None', '')}")
+    return "\n".join(lines)
+
+
+def versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0], "torch": torch.__version__,
+           "smora": smora_cli.__version__}
+    for name in ("transformers", "peft"):
+        try:
+            out[name] = __import__(name).__version__
+        except ImportError:
+            out[name] = "not installed"
+    return out
+
+
+def meta(args: argparse.Namespace, env: Env) -> dict:
+    shapes = {key: getattr(args, key) for key in PRESETS["full"]}
+    shapes.update(levels=args.level, methods=args.methods, quick=args.quick)
+    return {"versions": versions(), "shapes": shapes, "device": str(env.device),
+            "dtype": str(env.dtype).removeprefix("torch."), "threads": torch.get_num_threads()}
+
+
+# --------------------------------------------------------------------------- profiling
+def print_profiles(cases: list[Case], rows: int = 12) -> None:
+    """Top operators of one training step per layer-level case (`--profile`)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for case in cases:
+        if case.level != "layer" or case.train is None:
+            continue
+        case.module.train(True)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                case.train()
+        print(f"\n=== {case.key}: top ops of 3 train steps, by self CPU time")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
+# --------------------------------------------------------------------------- main
+def csv_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    for key in PRESETS["full"]:
+        parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=None,
+                            help=f"default {PRESETS['full'][key]} (--quick: {PRESETS['quick'][key]})")
+    parser.add_argument("--methods", type=csv_list, default=list(ADAPTER_METHODS + EXTRA_METHODS),
+                        help="comma list of " + ",".join(ADAPTER_METHODS + EXTRA_METHODS) +
+                        " (lora is always run: it is the baseline)")
+    parser.add_argument("--level", type=csv_list, default=["layer", "model"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--quick", action="store_true", help="small shapes, well under a minute")
+    parser.add_argument("--profile", action="store_true", help="print top ops per layer case")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = parser.parse_args(argv)
+    preset = PRESETS["quick" if args.quick else "full"]
+    for key, value in preset.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    unknown = set(args.methods) - set(ADAPTER_METHODS + EXTRA_METHODS)
+    bad_level = set(args.level) - {"layer", "model"}
+    if unknown or bad_level or args.tokens % args.batch:
+        parser.error(f"unknown methods {sorted(unknown)} / levels {sorted(bad_level)}, or "
+                     f"--tokens {args.tokens} is not a multiple of --batch {args.batch}")
+    args.methods = ["lora", *(m for m in args.methods if m != "lora")]
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark, print the table, write `--json`; returns the JSON document."""
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    env = Env(args.device, args.dtype)
+    if env.cuda and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is visible to torch")
+    started = time.perf_counter()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {env.device}, "
+          f"dtype {args.dtype}; adapters in float32 over {args.dtype} base weights", flush=True)
+    cases: list[Case] = []
+    for level, build in (("layer", layer_cases), ("model", model_cases)):
+        if level not in args.level:
+            continue
+        level_cases = build(args, env)
+        for phase in ("train", "forward"):
+            run_rounds(level_cases, phase, args, env)
+        measure_memory(level_cases, env)
+        if args.profile:
+            print_profiles(level_cases)
+        cases += level_cases
+    rows = result_rows(cases)
+    print(format_table(rows, cases))
+    report_peft(rows)
+    print(f"total {time.perf_counter() - started:.1f} s", flush=True)
+    document = {"meta": meta(args, env), "results": rows}
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
+    return document
+
+
+def report_peft(rows: list[dict]) -> None:
+    """Our LoRA against PEFT's on the same model (the peft-lora row holds PEFT / ours)."""
+    for row in rows:
+        if row["method"] == "peft-lora" and row["train_ratio"]:
+            print(f"smora lora / peft lora (model train step): {1 / row['train_ratio']:.3f}x")
+
+
+if __name__ == "__main__":
+    main()

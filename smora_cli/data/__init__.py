@@ -1,0 +1,1 @@
+"""Task data: sources, the offline suite, mixing and collation."""

@@ -1,0 +1,94 @@
+"""Collators: turn formatted examples into padded model inputs for each model kind.
+
+Every batch carries `task_ids [B]`; language-model batches put -100 on every label position
+that is not target text, so the loss covers the target only.
+"""
+
+from __future__ import annotations
+
+import torch
+
+IGNORE = -100
+
+
+class ClassifierCollator:
+    """Single texts or text pairs -> input ids, attention mask, labels (float) and task ids."""
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        # Encoded one by one: a batch may mix single-text and pair tasks.
+        encoded = [self.tokenizer(item["text"], item["text_b"], truncation=True,
+                                  max_length=self.max_length) for item in items]
+        batch = dict(self.tokenizer.pad(encoded, return_tensors="pt"))
+        labels = [item["label"] if item["label"] is not None else float("nan") for item in items]
+        batch["labels"] = torch.tensor(labels, dtype=torch.float32)
+        batch["task_ids"] = torch.tensor([item["task_id"] for item in items], dtype=torch.long)
+        return batch
+
+
+class CausalLMCollator:
+    """prompt + target + EOS in one sequence; labels only on the target tokens."""
+
+    def __init__(self, tokenizer, max_length: int, target_max_length: int):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.target_max_length = target_max_length
+
+    def encode(self, prompt: str, target: str | None) -> tuple[list[int], list[int]]:
+        """(input ids, labels) of one example; the prompt is cut from the left if too long."""
+        tokenizer = self.tokenizer
+        prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        target_ids = []
+        if target is not None:
+            target_ids = tokenizer(" " + target, add_special_tokens=False)["input_ids"]
+            target_ids = target_ids[: self.target_max_length - 1] + [tokenizer.eos_token_id]
+        room = max(1, self.max_length - len(target_ids))
+        prompt_ids = prompt_ids[-room:]
+        return prompt_ids + target_ids, [IGNORE] * len(prompt_ids) + target_ids
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        pairs = [self.encode(item["text"], item["target"]) for item in items]
+        length = max(len(ids) for ids, _ in pairs)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(items), length), pad, dtype=torch.long)
+        labels = torch.full((len(items), length), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(items), length), dtype=torch.long)
+        for row, (ids, target) in enumerate(pairs):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            labels[row, : len(ids)] = torch.tensor(target)
+            mask[row, : len(ids)] = 1
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels,
+                "task_ids": torch.tensor([item["task_id"] for item in items], dtype=torch.long)}
+
+
+class Seq2SeqCollator:
+    """Prompt -> encoder input; target -> decoder labels (padding as -100)."""
+
+    def __init__(self, tokenizer, max_length: int, target_max_length: int):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.target_max_length = target_max_length
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        batch = dict(self.tokenizer([item["text"] for item in items], padding=True,
+                                    truncation=True, max_length=self.max_length,
+                                    return_tensors="pt"))
+        targets = [item["target"] or "" for item in items]
+        encoded = self.tokenizer(text_target=targets, padding=True, truncation=True,
+                                 max_length=self.target_max_length, return_tensors="pt")
+        labels = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, IGNORE)
+        batch["labels"] = labels
+        batch["task_ids"] = torch.tensor([item["task_id"] for item in items], dtype=torch.long)
+        return batch
+
+
+def collator_for(kind: str, tokenizer, max_length: int, target_max_length: int):
+    """The collator of a model kind (`classifier`, `causal-lm`, `seq2seq`)."""
+    if kind == "classifier":
+        return ClassifierCollator(tokenizer, max_length)
+    if kind == "causal-lm":
+        return CausalLMCollator(tokenizer, max_length, target_max_length)
+    return Seq2SeqCollator(tokenizer, max_length, target_max_length)

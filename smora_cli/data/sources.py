@@ -1,0 +1,271 @@
+"""Load one split of a task into a `TaskData`: checked columns, labels mapped to ids.
+
+Sources: the offline suite (`builtin:`), GLUE (Hub or a GLUE-distribution TSV folder),
+local jsonl/json/csv/tsv/parquet files or folders of `<split>.<ext>` files, and Hub datasets
+through `datasets.load_dataset`. Every failure is a `DataError` that names the task.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from smora_cli.data.glue import GLUE_TASKS, HUB_ID
+from smora_cli.data.tasks import COMPRESSION_SUFFIXES, DATA_SUFFIXES, Task
+from smora_cli.errors import DataError
+
+GLUE_DIR_ENV = "SMORA_GLUE_DIR"
+OFFLINE_HINT = ("offline? point `source` at local files (jsonl/csv/parquet or a folder of "
+                "<split>.<ext> files), or set HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1 to use a "
+                "cached copy")
+
+
+@dataclass
+class TaskData:
+    """One split of one task, formatted on access.
+
+    Each item is `{"task_id", "text", "text_b", "label", "target"}`: for classifiers `text`
+    (and `text_b` for pairs) with an integer class or float label; for language models
+    `text` is the filled prompt and `target` the verbalised label or target text.
+    """
+
+    task: Task
+    task_id: int
+    split: str
+    dataset: object  # datasets.Dataset with the task's columns
+    label_ids: dict | None  # raw label value -> class id (classification)
+    text_to_text: bool
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.dataset[int(index)]
+        task = self.task
+        label = row.get(task.label_column) if task.type != "generation" else None
+        if label is not None and self.label_ids is not None:
+            label = self.label_ids[label]
+        elif label is not None:
+            label = float(label)
+        item = {"task_id": self.task_id, "text": None, "text_b": None, "label": label,
+                "target": None}
+        if self.text_to_text:
+            item["text"] = task.prompt.format(**{c: row[c] for c in task.text_columns})
+            if task.type == "generation":
+                item["target"] = str(row[task.target_column])
+            elif task.type == "classification":
+                item["target"] = task.label_names[label]
+            else:  # STS-B style regression as text: the score with one decimal (T5)
+                item["target"] = f"{round(label * 5) / 5:.1f}"
+        else:
+            item["text"] = row[task.text_columns[0]]
+            if len(task.text_columns) > 1:
+                item["text_b"] = row[task.text_columns[1]]
+        return item
+
+
+def load_task_split(task: Task, split: str, *, task_id: int, text_to_text: bool,
+                    limit: int | None = None, shuffle_seed: int = 0) -> TaskData:
+    """Load and check `split` of `task`.
+
+    Args:
+        task: a resolved task.
+        split: logical split (`train`, `validation`, `test`), mapped through `task.splits`.
+        task_id: the task's index in the recipe (travels with every example).
+        text_to_text: format prompts/targets for language models instead of classifier fields.
+        limit: keep at most this many examples (a seeded random subset).
+
+    Raises:
+        DataError: unreadable source, missing split or column, empty split, bad labels.
+    """
+    dataset = _load(task, split)
+    if len(dataset) == 0:
+        raise DataError(f"task {task.name!r}: split {split!r} is empty")
+    _check_columns(task, dataset, split)
+    if limit is not None and len(dataset) > limit:
+        dataset = dataset.shuffle(seed=shuffle_seed).select(range(limit))
+    has_labels = task.type != "generation" and task.label_column in dataset.column_names
+    label_ids = None
+    if has_labels and task.type == "classification":
+        label_ids = _label_ids(task, dataset, split)
+    elif has_labels:
+        _check_regression_labels(task, dataset, split)
+    _check_text(task, dataset, split)
+    return TaskData(task, task_id, split, dataset, label_ids, text_to_text)
+
+
+# ------------------------------------------------------------------------- loading
+def _load(task: Task, split: str):
+    kind = task.source_kind
+    if kind == "builtin":
+        from smora_cli.data.offline import materialize
+
+        paths = materialize(task.location)
+        return _read_files(task, {split: paths[split]} if split in paths else {}, split)
+    if kind == "glue":
+        data_dir = task.data_dir or os.environ.get(GLUE_DIR_ENV)
+        if data_dir:
+            return _read_glue_folder(task, Path(data_dir).expanduser(), split)
+        return _read_hub(task, HUB_ID, GLUE_TASKS[task.location].subset, split)
+    if kind == "local":
+        return _read_files(task, _local_files(task, split), split)
+    return _read_hub(task, task.location, task.subset, split)
+
+
+def _local_files(task: Task, split: str) -> dict[str, Path]:
+    source = Path(task.location).expanduser()
+    wanted = task.splits.get(split, split)
+    if source.is_file():
+        if split == "train" and wanted == "train":
+            return {split: source}
+        candidate = Path(wanted).expanduser()
+        return {split: candidate} if candidate.is_file() else {}
+    for name in _split_candidates(split, wanted):
+        for path in sorted(source.glob(f"{name}.*")):
+            if _is_data_file(path):
+                return {split: path}
+    return {}
+
+
+def _split_candidates(split: str, wanted: str) -> list[str]:
+    # GLUE-style folders call the validation split `dev`.
+    return [wanted] + (["dev", "val"] if split == "validation" and wanted == "validation" else [])
+
+
+def _is_data_file(path: Path) -> bool:
+    suffixes = [s for s in path.suffixes if s not in COMPRESSION_SUFFIXES]
+    return bool(suffixes) and suffixes[-1] in DATA_SUFFIXES
+
+
+def _read_files(task: Task, files: dict[str, Path], split: str):
+    if not files:
+        raise DataError(f"task {task.name!r}: no {split!r} split in {task.location} (looked for "
+                        f"{task.splits.get(split, split)}.jsonl/.csv/.tsv/.parquet; map it with "
+                        f"`splits: {{{split}: <file or name>}}`)")
+    path = files[split]
+    suffix = [s for s in path.suffixes if s not in COMPRESSION_SUFFIXES][-1]
+    if suffix == ".tsv":
+        return _read_tsv(task, path, header=True)
+    builder = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}[suffix]
+    import datasets
+
+    try:
+        return datasets.load_dataset(builder, data_files={split: str(path)}, split=split)
+    except UnicodeDecodeError as e:
+        raise DataError(f"task {task.name!r}: {path} is not UTF-8 text ({e.reason})") from e
+    except Exception as e:  # datasets wraps parser errors in many types
+        raise DataError(f"task {task.name!r}: cannot read {path}: {_first_line(e)}") from e
+
+
+def _read_tsv(task: Task, path: Path, *, header: bool, columns: dict | None = None):
+    """TSV without quote handling: GLUE files contain unbalanced quotes inside sentences."""
+    import datasets
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str,
+                            keep_default_na=False, header=0 if header else None,
+                            on_bad_lines="skip", encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"task {task.name!r}: {path} is not UTF-8 text ({e.reason})") from e
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as e:
+        raise DataError(f"task {task.name!r}: cannot read {path}: {_first_line(e)}") from e
+    if columns:
+        missing = [c for c in columns.values() if c not in frame.columns]
+        if missing:
+            raise DataError(f"task {task.name!r}: {path} lacks GLUE columns {missing}; found "
+                            f"{list(frame.columns)}")
+        frame = frame[list(columns.values())].set_axis(list(columns), axis=1)
+    return datasets.Dataset.from_pandas(frame, preserve_index=False)
+
+
+def _read_glue_folder(task: Task, data_dir: Path, split: str):
+    glue = GLUE_TASKS[task.location]
+    folder = data_dir / glue.folder if (data_dir / glue.folder).is_dir() else data_dir
+    stem = glue.tsv_files[split]
+    for suffix in (".tsv", ".jsonl"):
+        path = folder / f"{stem}{suffix}"
+        if path.is_file() and suffix == ".tsv":
+            return _read_tsv(task, path, header=glue.tsv_header, columns=glue.tsv_columns)
+        if path.is_file():
+            return _read_files(task, {split: path}, split)
+    raise DataError(f"task {task.name!r}: {folder}/{stem}.tsv not found; --data-dir must hold the "
+                    f"GLUE distribution layout ({glue.folder}/{stem}.tsv) or jsonl files")
+
+
+def _read_hub(task: Task, dataset_id: str, subset: str | None, split: str):
+    import datasets
+
+    hub_split = task.splits.get(split, split)
+    try:
+        return datasets.load_dataset(dataset_id, subset, split=hub_split)
+    except ValueError as e:
+        if "Unknown split" in str(e) or "split" in str(e).lower():
+            raise DataError(f"task {task.name!r}: {dataset_id} has no split {hub_split!r} "
+                            f"({_first_line(e)})") from e
+        raise DataError(f"task {task.name!r}: cannot load {dataset_id}: {_first_line(e)}") from e
+    except Exception as e:  # connection errors, missing datasets, offline mode
+        raise DataError(f"task {task.name!r}: cannot load {dataset_id!r} from the Hub "
+                        f"({_first_line(e)}); {OFFLINE_HINT}") from e
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+# ------------------------------------------------------------------------ checking
+def _check_columns(task: Task, dataset, split: str) -> None:
+    needed = list(task.text_columns)
+    if task.type == "generation":
+        needed.append(task.target_column)
+    elif split != "test":
+        needed.append(task.label_column)
+    missing = [c for c in needed if c not in dataset.column_names]
+    if missing:
+        raise DataError(f"task {task.name!r} ({split}): missing column(s) {missing}; the data has "
+                        f"{dataset.column_names}. Map them with `text:`/`label:`/`target:`")
+
+
+def _label_ids(task: Task, dataset, split: str) -> dict:
+    """Map raw label values (ids, id strings or names) to class ids; refuse anything else."""
+    names = task.label_names
+    mapping: dict = {}
+    for value in dataset.unique(task.label_column):
+        if isinstance(value, bool):
+            value_id = int(value)
+        elif isinstance(value, int):
+            value_id = value
+        elif isinstance(value, str) and value.strip() in names:
+            value_id = names.index(value.strip())
+        elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value_id = int(value.strip())
+        else:
+            value_id = None
+        if value_id is None or not 0 <= value_id < len(names):
+            shown = "an empty label" if value in ("", None) else f"label {value!r}"
+            raise DataError(f"task {task.name!r} ({split}): {shown} is outside the declared "
+                            f"labels {list(names)} (ids 0..{len(names) - 1})")
+        mapping[value] = value_id
+    return mapping
+
+
+def _check_regression_labels(task: Task, dataset, split: str) -> None:
+    for value in dataset.unique(task.label_column):
+        try:
+            ok = math.isfinite(float(value))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise DataError(f"task {task.name!r} ({split}): regression label {value!r} is not a "
+                            "finite number")
+
+
+def _check_text(task: Task, dataset, split: str) -> None:
+    for column in task.text_columns:
+        if dataset.features[column].dtype not in ("string", "large_string"):
+            raise DataError(f"task {task.name!r} ({split}): text column {column!r} holds "
+                            f"{dataset.features[column].dtype}, not text")

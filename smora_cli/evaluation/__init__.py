@@ -1,0 +1,1 @@
+"""Evaluation: metrics, scorers per model kind, GLUE."""

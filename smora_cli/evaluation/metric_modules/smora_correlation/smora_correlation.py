@@ -1,0 +1,64 @@
+"""Pearson and Spearman correlation of float predictions with float references (regression).
+
+A local `evaluate` metric module: load it with `evaluate.load(<absolute path to this file>)`.
+"""
+
+from __future__ import annotations
+
+import datasets
+import evaluate
+from scipy.stats import pearsonr, spearmanr
+
+_DESCRIPTION = """
+Pearson's r (linear correlation) and Spearman's rho (Pearson's r of the ranks, ties given their
+average rank) between predicted and reference scores, both computed by scipy.stats, as GLUE
+reports them for STS-B. Both are NaN when either side is constant (the correlation is
+undefined); scipy then warns with `ConstantInputWarning`.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (`list` of `float`): predicted scores.
+    references (`list` of `float`): reference scores, same length as `predictions` (at least 2).
+
+Returns:
+    pearson (`float`): Pearson's r, in [-1, 1].
+    spearmanr (`float`): Spearman's rho, in [-1, 1].
+
+Example:
+    >>> metric.compute(predictions=[1.0, 2.0, 3.0], references=[1.0, 2.0, 4.0])
+    {'pearson': 0.9819805060619655, 'spearmanr': 1.0}
+"""
+
+_CITATION = """
+@article{2020SciPy-NMeth,
+  author={Virtanen, Pauli and Gommers, Ralf and Oliphant, Travis E. and others},
+  title={{SciPy} 1.0: Fundamental Algorithms for Scientific Computing in Python},
+  journal={Nature Methods},
+  volume={17},
+  pages={261--272},
+  year={2020}
+}
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class SmoraCorrelation(evaluate.Metric):
+    """Pearson and Spearman correlation."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
+            ),
+            reference_urls=["https://docs.scipy.org/doc/scipy/reference/stats.html"],
+        )
+
+    def _compute(self, predictions, references) -> dict[str, float]:
+        return {
+            "pearson": float(pearsonr(predictions, references).statistic),
+            "spearmanr": float(spearmanr(predictions, references).statistic),
+        }

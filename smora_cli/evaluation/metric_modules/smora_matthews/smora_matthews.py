@@ -1,0 +1,62 @@
+"""Matthews correlation coefficient (MCC), computed by scikit-learn's `matthews_corrcoef`.
+
+A local `evaluate` metric module: load it with `evaluate.load(<absolute path to this file>)`.
+"""
+
+from __future__ import annotations
+
+import datasets
+import evaluate
+from sklearn.metrics import matthews_corrcoef
+
+_DESCRIPTION = """
+The Matthews correlation coefficient between predicted and reference class ids, in [-1, 1]:
+for two classes (TP*TN - FP*FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)); for more classes the
+multi-class generalisation (Gorodkin 2004) that scikit-learn implements. It is 0.0 when the
+denominator is 0 (for example, every prediction is the same class). GLUE reports it for CoLA,
+computed with the same scikit-learn function.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (`list` of `int`): predicted class ids.
+    references (`list` of `int`): reference class ids, same length as `predictions`.
+
+Returns:
+    matthews_correlation (`float`): in [-1, 1].
+
+Example:
+    >>> metric.compute(predictions=[1, 1, 0, 0], references=[1, 0, 0, 0])
+    {'matthews_correlation': 0.5773502691896258}
+"""
+
+_CITATION = """
+@article{matthews1975comparison,
+  title={Comparison of the predicted and observed secondary structure of {T4} phage lysozyme},
+  author={Matthews, Brian W.},
+  journal={Biochimica et Biophysica Acta (BBA) - Protein Structure},
+  volume={405},
+  number={2},
+  pages={442--451},
+  year={1975}
+}
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class SmoraMatthews(evaluate.Metric):
+    """Matthews correlation coefficient."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
+            ),
+            reference_urls=["https://en.wikipedia.org/wiki/Phi_coefficient"],
+        )
+
+    def _compute(self, predictions, references) -> dict[str, float]:
+        return {"matthews_correlation": float(matthews_corrcoef(references, predictions))}

@@ -1,0 +1,60 @@
+"""Evaluate a model on tasks: shard examples over processes, gather, compute metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from smora_cli.data.sources import TaskData
+from smora_cli.evaluation.metrics import compute, primary_score
+from smora_cli.evaluation.scoring import Scorer, references
+
+
+@dataclass
+class TaskResult:
+    """Metrics of one task on one split."""
+
+    task: str
+    split: str
+    n: int
+    metrics: dict[str, float]
+    score: float  # mean of the task's primary metric values (what averages are made of)
+    samples: list[dict] = field(default_factory=list)
+
+
+def evaluate_task(scorer: Scorer, data: TaskData, *, batch_size: int, accelerator=None,
+                  log_samples: bool = False) -> TaskResult:
+    """Predict every example of `data` (each process a strided shard) and score them."""
+    rank = accelerator.process_index if accelerator else 0
+    world = accelerator.num_processes if accelerator else 1
+    mine = list(range(rank, len(data), world))
+    rows = []
+    was_training = scorer.model.training
+    scorer.model.eval()
+    try:
+        for start in range(0, len(mine), batch_size):
+            indices = mine[start:start + batch_size]
+            items = [data[i] for i in indices]
+            predictions = scorer.predict(data, items)
+            rows += [(i, p, r, item) for i, p, r, item in
+                     zip(indices, predictions, references(data, items), items, strict=True)]
+    finally:
+        scorer.model.train(was_training)
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        rows = gather_object(rows)
+    rows.sort(key=lambda row: row[0])
+    predictions = [row[1] for row in rows]
+    gold = [row[2] for row in rows]
+    metrics: dict[str, float] = {}
+    primaries = []
+    for metric in data.task.metrics:
+        values = compute(metric, predictions, gold)
+        metrics.update(values)
+        primaries.append(primary_score(metric, values))
+    samples = []
+    if log_samples:
+        samples = [{"index": i, "input": item["text"], "input_b": item["text_b"],
+                    "prediction": p, "reference": r} for i, p, r, item in rows]
+    return TaskResult(data.task.name, data.split, len(rows), metrics,
+                      sum(primaries) / len(primaries), samples)

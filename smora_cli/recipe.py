@@ -1,0 +1,377 @@
+"""Recipes: one YAML file describes a run (model, adapter, tasks, mixing, train, eval).
+
+`load_recipe(path, overrides)` reads YAML, applies `a.b=value` overrides, checks every key
+and type against the dataclasses below and every cross-field rule, and raises one
+`RecipeError` listing all problems, each named by its key path. Nothing heavy is imported:
+validation runs before any model loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from smora_cli.adapters.config import AdapterConfig
+from smora_cli.errors import AdapterConfigError, RecipeError
+from smora_cli.data.tasks import TaskSpec, complete_spec, task_problems
+
+PACKAGED_CONFIGS = Path(__file__).parent / "configs"
+QUICKSTART = PACKAGED_CONFIGS / "quickstart.yaml"
+RESOLVED_NAME = "resolved_recipe.yaml"
+
+
+@dataclass
+class ModelSection:
+    """`model:` which transformers model to adapt and how to feed it."""
+
+    name_or_path: str = ""
+    kind: Literal["classifier", "causal-lm", "seq2seq"] = "classifier"
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    tokenizer: str | None = None
+    max_length: int = 128
+    target_max_length: int = 32
+    pooling: Literal["mean", "cls"] = "mean"
+    trust_remote_code: bool = False
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class MixingSection:
+    """`mixing:` how often each task is sampled (rates in smora_cli.data.mixing)."""
+
+    strategy: Literal["proportional", "capped", "temperature", "uniform", "more"] = "proportional"
+    cap: int | None = None
+    temperature: float = 1.0
+
+
+@dataclass
+class TrainSection:
+    """`train:` the optimisation loop, checkpoints and logging."""
+
+    output_dir: str | None = None
+    max_steps: int = 300
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 3.0e-4
+    router_lr: float | None = None
+    scheduler: Literal["linear", "cosine", "constant"] = "cosine"
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    seed: int = 0
+    save_steps: int = 100
+    save_total_limit: int | None = 2
+    log_steps: int = 10
+    log_with: list[str] = field(default_factory=list)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    resume: bool = False
+
+
+@dataclass
+class EvalSection:
+    """`eval:` evaluation after training (and by `smora eval RUN_DIR`)."""
+
+    split: str = "validation"
+    batch_size: int = 64
+    limit: int | None = None
+    at_end: bool = True
+    baseline: bool = False  # also score the untrained model before step 0
+
+
+@dataclass
+class Recipe:
+    model: ModelSection
+    adapter: AdapterConfig
+    tasks: list[TaskSpec]
+    mixing: MixingSection = field(default_factory=MixingSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    source: str | None = None  # the file it came from (not a recipe key)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("source")
+        return data
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+
+    @property
+    def output_dir(self) -> Path:
+        if self.train.output_dir:
+            return Path(self.train.output_dir)
+        stem = Path(self.source).stem if self.source else "run"
+        return Path("runs") / stem
+
+
+SECTIONS = {"model": ModelSection, "adapter": AdapterConfig, "tasks": TaskSpec,
+            "mixing": MixingSection, "train": TrainSection, "eval": EvalSection}
+# PEFT spellings accepted as aliases of our adapter keys.
+ADAPTER_ALIASES = {"lora_alpha": "alpha", "lora_dropout": "dropout"}
+
+
+# ---------------------------------------------------------------------------- loading
+def load_recipe(path: str | os.PathLike | None, overrides: list[str] = ()) -> Recipe:
+    """Read, override and validate a recipe; `path=None` means the packaged quickstart.
+
+    Raises:
+        RecipeError: listing every problem, each named by its key path.
+    """
+    path = Path(path) if path is not None else QUICKSTART
+    source = str(path)
+    if not path.is_file():
+        hint = " (it is a directory)" if path.is_dir() else ""
+        raise RecipeError(f"recipe file not found{hint}", source=source)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise RecipeError(f"malformed YAML{where}: {problem}", source=source) from e
+    except UnicodeDecodeError as e:
+        raise RecipeError("recipe is not UTF-8 text", source=source) from e
+    return recipe_from_dict(data, overrides, source=source)
+
+
+def recipe_from_dict(data: Any, overrides: list[str] = (), *, source: str | None = None) -> Recipe:
+    """Build a validated `Recipe` from a parsed YAML tree plus overrides."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"a recipe must be a mapping of sections, got {type(data).__name__}",
+                          source=source)
+    problems: list[str] = []
+    for item in overrides:
+        problems += apply_override(data, item)
+    if problems:
+        raise RecipeError(problems, source=source)
+    recipe = _build(data, problems)
+    if recipe is not None:
+        recipe.source = source
+        problems += cross_checks(recipe)
+    if problems:
+        raise RecipeError(problems, source=source)
+    recipe.tasks = [complete_spec(task) for task in recipe.tasks]
+    return recipe
+
+
+def apply_override(data: dict, item: str) -> list[str]:
+    """Apply one `a.b.c=value` override (value parsed as YAML) to the tree in place."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        return [f"override {item!r} must look like key.path=value (e.g. train.lr=1e-4)"]
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    node: Any = data
+    for depth, part in enumerate(parts[:-1]):
+        path = ".".join(parts[:depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                return [f"override {key}: {path} is not an index of a {len(node)}-item list"]
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            node = node.setdefault(part, {})
+        else:
+            return [f"override {key}: {'.'.join(parts[:depth])} is not a section"]
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            return [f"override {key}: {last} is not an index of a {len(node)}-item list"]
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        return [f"override {key}: {'.'.join(parts[:-1])} is not a section"]
+    return []
+
+
+def _build(data: dict, problems: list[str]) -> Recipe | None:
+    problems += _unknown(data, set(SECTIONS), "")
+    sections: dict[str, Any] = {}
+    for name in ("model", "mixing", "train", "eval"):
+        sections[name] = _dataclass_from(SECTIONS[name], data.get(name, {}), name, problems)
+    tasks = data.get("tasks")
+    if not isinstance(tasks, list) or not tasks:
+        problems.append("tasks: at least one task is required (a list of {name, source, ...})")
+        tasks = []
+    sections["tasks"] = [_dataclass_from(TaskSpec, t, f"tasks.{i}", problems)
+                         for i, t in enumerate(tasks)]
+    sections["adapter"] = _adapter_from(data.get("adapter", {}), sections["tasks"], problems)
+    if problems or any(v is None for v in sections.values()) or None in sections["tasks"]:
+        return None
+    if not sections["model"].name_or_path:
+        problems.append("model.name_or_path: required (a Hub id or a local model directory)")
+        return None
+    return Recipe(**sections)
+
+
+def _adapter_from(raw: Any, tasks: list, problems: list[str]) -> AdapterConfig | None:
+    if isinstance(raw, dict):
+        raw = dict(raw)
+        for alias, name in ADAPTER_ALIASES.items():
+            if alias in raw:
+                if name in raw:
+                    problems.append(f"adapter: give either {name} or {alias}, not both")
+                raw[name] = raw.pop(alias)
+        if raw.get("method") == "more" and "task_names" not in raw and all(tasks):
+            raw["task_names"] = [t.name for t in tasks]
+    before = len(problems)
+    values = _checked_fields(AdapterConfig, raw, "adapter", problems)
+    if values is None or len(problems) > before:
+        return None
+    try:
+        return AdapterConfig(**values)
+    except AdapterConfigError as e:
+        problems += [f"adapter.{name}: {message}" for name, message in e.problems]
+        return None
+
+
+# --------------------------------------------------------------------- type checking
+def _unknown(raw: dict, known: set[str], where: str) -> list[str]:
+    out = []
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            out.append(f"{where}{key}: unknown key{hint}; known: {', '.join(sorted(known))}")
+    return out
+
+
+def _checked_fields(cls: type, raw: Any, path: str, problems: list[str]) -> dict | None:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(f"{path}: must be a mapping, got {_describe(raw)}")
+        return None
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    problems += _unknown(raw, names, f"{path}.")
+    values = {}
+    for key, value in raw.items():
+        if key in names:
+            ok, converted, expected = _coerce(value, hints[key])
+            if ok:
+                values[key] = converted
+            else:
+                problems.append(f"{path}.{key}: expected {expected}, got {_describe(value)}")
+    return values
+
+
+def _dataclass_from(cls: type, raw: Any, path: str, problems: list[str]):
+    before = len(problems)
+    values = _checked_fields(cls, raw, path, problems)
+    if values is None or len(problems) > before:
+        return None
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any) -> tuple[bool, Any, str]:
+    """(ok, converted value, description of the expected type)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            ok, converted, _ = _coerce(value, option)
+            if ok:
+                return True, converted, ""
+        return False, None, " or ".join(_coerce(None, a)[2] or "null" for a in args
+                                        if a is not type(None)) + (
+            " or null" if type(None) in args else "")
+    if hint is type(None):
+        return value is None, None, "null"
+    if origin is Literal:
+        if value is False and "no" in args:  # YAML 1.1 reads a bare `no` as false
+            value = "no"
+        return value in args, value, "one of " + ", ".join(repr(a) for a in args)
+    if origin is list:
+        if not isinstance(value, list):
+            return False, None, f"a list of {_coerce(None, args[0])[2]}"
+        converted = [_coerce(v, args[0]) for v in value]
+        ok = all(c[0] for c in converted)
+        return ok, [c[1] for c in converted], f"a list of {_coerce(None, args[0])[2]}"
+    if origin is dict:
+        ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                             for k, v in value.items())
+        return ok, value, "a mapping of names to names"
+    return _coerce_scalar(value, hint)
+
+
+def _coerce_scalar(value: Any, hint: Any) -> tuple[bool, Any, str]:
+    if hint is bool:
+        return isinstance(value, bool), value, "true or false"
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value, "an integer"
+    if hint is float:
+        if isinstance(value, bool):
+            return False, None, "a number"
+        if isinstance(value, int | float):
+            return True, float(value), "a number"
+        if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
+            try:
+                return True, float(value), "a number"
+            except ValueError:
+                pass
+        return False, None, "a number"
+    if hint is str:
+        return isinstance(value, str), value, "a string"
+    return True, value, str(hint)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{text[:60]}{'...' if len(text) > 60 else ''} ({type(value).__name__})"
+
+
+# ----------------------------------------------------------------------- cross checks
+def cross_checks(recipe: Recipe) -> list[str]:
+    """Rules that span fields or sections."""
+    problems = []
+    names = [t.name for t in recipe.tasks]
+    for name in {n for n in names if names.count(n) > 1}:
+        problems.append(f"tasks: task name {name!r} appears more than once")
+    for i, task in enumerate(recipe.tasks):
+        problems += [f"tasks.{i}.{p}" for p in task_problems(task, recipe.model.kind)]
+    adapter = recipe.adapter
+    if adapter.method == "more" and adapter.task_names != names:
+        problems.append(f"adapter.task_names: must list the recipe's tasks {names} in order "
+                        "(leave it unset to fill it automatically)")
+    mixing, train = recipe.mixing, recipe.train
+    if mixing.strategy == "capped" and (mixing.cap is None or mixing.cap < 1):
+        problems.append("mixing.cap: the capped strategy needs a positive cap K")
+    if not mixing.temperature > 0:
+        problems.append(f"mixing.temperature: must be > 0, got {mixing.temperature}")
+    positive = {"max_steps": train.max_steps, "batch_size": train.batch_size,
+                "grad_accum": train.grad_accum, "save_steps": train.save_steps,
+                "log_steps": train.log_steps}
+    problems += [f"train.{k}: must be >= 1, got {v}" for k, v in positive.items() if v < 1]
+    if not train.lr > 0 or (train.router_lr is not None and not train.router_lr > 0):
+        problems.append("train.lr / train.router_lr: learning rates must be > 0")
+    if not 0 <= train.warmup_ratio < 1:
+        problems.append(f"train.warmup_ratio: must be in [0, 1), got {train.warmup_ratio}")
+    if train.save_total_limit is not None and train.save_total_limit < 1:
+        problems.append("train.save_total_limit: must be >= 1 (or null to keep all)")
+    if recipe.model.max_length < 8:
+        problems.append(f"model.max_length: must be >= 8, got {recipe.model.max_length}")
+    if recipe.eval.batch_size < 1:
+        problems.append("eval.batch_size: must be >= 1")
+    return problems
+
+
+def save_resolved(recipe: Recipe, directory: str | os.PathLike) -> Path:
+    """Write `resolved_recipe.yaml` (what actually ran) into `directory`."""
+    from smora_cli.utils.fs import atomic_write_text
+
+    path = Path(directory) / RESOLVED_NAME
+    atomic_write_text(path, recipe.to_yaml())
+    return path

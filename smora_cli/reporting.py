@@ -1,0 +1,33 @@
+"""Terminal tables for evaluation results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def print_eval(report: dict, path: Path | None = None) -> None:
+    """Task / metric / value / n table (with the untrained baseline when there is one)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    baseline = report.get("baseline", {}).get("tasks", {})
+    table = Table(title=f"evaluation ({report.get('split', '')})")
+    for column in ("task", "metric", "value", "n"):
+        table.add_column(column, justify="right" if column in ("value", "n") else "left")
+    if baseline:
+        table.add_column("untrained", justify="right")
+    for task, result in report["tasks"].items():
+        for metric, value in result["metrics"].items():
+            row = [task, metric, f"{value:.4f}", str(result["n"])]
+            if baseline:
+                row.append(f"{baseline.get(task, {}).get('metrics', {}).get(metric, float('nan')):.4f}")
+            table.add_row(*row)
+    average = [("average", "", f"{report['average']:.4f}", "")]
+    if baseline:
+        average[0] = (*average[0], f"{report['baseline']['average']:.4f}")
+    for row in average:
+        table.add_row(*row)
+    console = Console()
+    console.print(table)
+    if path is not None:
+        console.print(f"results written to {path}")

@@ -1,0 +1,470 @@
+"""`smora train`: one Accelerate loop from one CPU to many GPUs.
+
+Reads top to bottom: run directory -> accelerator -> data -> model + adapter -> optimizer ->
+batch plan -> resume -> loop (accumulate, clip, step, balance update, log, checkpoint) ->
+final adapter -> evaluation. Balance biases change once per optimizer step, after the
+optimizer, from counts all-reduced over micro-batches and processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from smora_cli import checkpoint as ckpt
+from smora_cli.adapters import adapter_layers, attach, count_parameters, routing_context
+from smora_cli.adapters.io import write_adapter
+from smora_cli.adapters.state import (
+    aux_losses,
+    clear_aux,
+    on_optimizer_step,
+    router_stats,
+    weighted_aux_loss,
+)
+from smora_cli.data.collate import collator_for
+from smora_cli.data.mixing import MixturePlan, mixing_rates
+from smora_cli.data.sources import load_task_split
+from smora_cli.data.tasks import resolve_task
+from smora_cli.errors import NonFiniteError, UserInputError
+from smora_cli.models import (
+    MultiTaskClassifier,
+    example_losses,
+    load_base_model,
+    load_tokenizer,
+    save_heads,
+    unwrap,
+)
+from smora_cli.recipe import Recipe, save_resolved
+from smora_cli.utils.fs import atomic_directory
+from smora_cli.utils.log import MetricsLog, collapse_warnings
+
+ADAPTER_DIR = "adapter"
+EVAL_NAME = "eval_results.json"
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    adapter_dir: Path | None
+    step: int
+    status: str  # "completed" or "interrupted"
+    exit_code: int = 0
+    eval: dict | None = None
+
+
+def lr_factor(step: int, *, max_steps: int, warmup_steps: int, scheduler: str) -> float:
+    """Learning-rate multiplier at optimizer step `step` (a pure function: exact resume)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
+    if scheduler == "linear":
+        return max(0.0, 1.0 - progress)
+    if scheduler == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return 1.0
+
+
+def _accelerator(recipe: Recipe, run_dir: Path):
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.utils import ProjectConfiguration
+
+    train = recipe.train
+    if train.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise UserInputError("train.mixed_precision: fp16 needs a GPU; use bf16 or \"no\" on CPU")
+    # Dense masked routing keeps every adapter parameter in the graph; DDP needs no search.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=False)
+    return Accelerator(mixed_precision=train.mixed_precision, log_with=train.log_with or None,
+                       project_config=ProjectConfiguration(project_dir=str(run_dir)),
+                       kwargs_handlers=[ddp])
+
+
+class Trainer:
+    """Everything one training run holds; `run()` is the whole job.
+
+    Raises (from `run`):
+        UserInputError: run directory, data or model problems found before the first step.
+        NonFiniteError: loss or gradients became NaN/inf (names step and module).
+    """
+
+    def __init__(self, recipe: Recipe, *, overwrite: bool = False, resume: bool = False,
+                 show_progress: bool = True, echo=print):
+        self.recipe = recipe
+        self.run_dir = recipe.output_dir
+        recipe.train.output_dir = str(self.run_dir)
+        self.resume = resume or recipe.train.resume
+        self.overwrite = overwrite
+        self.show_progress = show_progress
+        self.echo = echo
+        self.stop_signal: int | None = None
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self) -> None:
+        from accelerate.utils import set_seed
+
+        _quiet_libraries()
+
+        recipe = self.recipe
+        action = ckpt.check_run_dir(self.run_dir, recipe, overwrite=self.overwrite,
+                                    resume=self.resume)
+        self.accelerator = accelerator = _accelerator(recipe, self.run_dir)
+        if accelerator.is_main_process:
+            ckpt.apply_run_dir_action(self.run_dir, action)
+        accelerator.wait_for_everyone()
+        set_seed(recipe.train.seed)  # before the model: heads and adapters init from it
+        self.kind = recipe.model.kind
+        self.tasks = [resolve_task(spec) for spec in recipe.tasks]
+        with accelerator.main_process_first():  # the offline suite is materialised once
+            self.train_data = [
+                load_task_split(task, "train", task_id=i, text_to_text=self.kind != "classifier",
+                                limit=task.max_train_examples, shuffle_seed=recipe.train.seed)
+                for i, task in enumerate(self.tasks)]
+        self.tokenizer = load_tokenizer(recipe.model.tokenizer or recipe.model.name_or_path,
+                                        kind=self.kind,
+                                        trust_remote_code=recipe.model.trust_remote_code)
+        self.collate = collator_for(self.kind, self.tokenizer, recipe.model.max_length,
+                                    recipe.model.target_max_length)
+        model = self._build_model()
+        self.optimizer = self._optimizer(model)
+        self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
+        self._register_checkpoint_hooks()
+        self.plan = self._plan()
+        self.start_step = self._resume()
+        if accelerator.is_main_process:
+            save_resolved(recipe, self.run_dir)
+        self.log = MetricsLog(self.run_dir, enabled=accelerator.is_main_process,
+                              start_step=self.start_step)
+        if recipe.train.log_with:
+            accelerator.init_trackers(self.run_dir.name, config=_flat(recipe.to_dict()))
+
+    def _build_model(self) -> torch.nn.Module:
+        recipe = self.recipe
+        base = load_base_model(recipe.model.name_or_path, kind=self.kind, dtype=recipe.model.dtype,
+                               trust_remote_code=recipe.model.trust_remote_code)
+        if recipe.model.gradient_checkpointing:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        recipe.adapter.base_model_name_or_path = recipe.model.name_or_path
+        self.adapted = attach(base, recipe.adapter)
+        if self.kind != "classifier":
+            return base
+        num_labels = [0 if t.type == "regression" else t.num_labels for t in self.tasks]
+        return MultiTaskClassifier(base, num_labels, recipe.model.pooling)
+
+    def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        """AdamW; routers may get their own lr; decay only on matrices (as nanoGPT)."""
+        train = self.recipe.train
+        groups: dict[tuple[float, float], list] = {}
+        for name, param in model.named_parameters():
+            if not param.requires_grad:
+                continue
+            lr = train.router_lr if train.router_lr and ".router." in name else train.lr
+            decay = train.weight_decay if param.dim() >= 2 else 0.0
+            groups.setdefault((lr, decay), []).append(param)
+        param_groups = [{"params": p, "lr": lr, "initial_lr": lr, "weight_decay": wd}
+                        for (lr, wd), p in groups.items()]
+        return torch.optim.AdamW(param_groups, lr=train.lr)
+
+    def _plan(self) -> MixturePlan:
+        train, mixing = self.recipe.train, self.recipe.mixing
+        sizes = [len(d) for d in self.train_data]
+        rates = mixing_rates(sizes, mixing.strategy, cap=mixing.cap, temperature=mixing.temperature)
+        self.rates = dict(zip([t.name for t in self.tasks], rates.tolist(), strict=True))
+        return MixturePlan(sizes, rates, global_batch=train.batch_size * self.accelerator.num_processes,
+                           num_steps=train.max_steps * train.grad_accum, seed=train.seed,
+                           homogeneous=mixing.strategy == "more")
+
+    def _register_checkpoint_hooks(self) -> None:
+        """Checkpoints hold adapter weights only, not the frozen base model."""
+
+        def save_hook(models, weights, output_dir):
+            if self.accelerator.is_main_process:
+                self._write_adapter(Path(output_dir))
+            weights.clear()
+
+        def load_hook(models, input_dir):
+            from smora_cli.adapters.io import load_adapter_weights
+
+            load_adapter_weights(self.adapted, Path(input_dir))
+            if self.kind == "classifier":
+                from smora_cli.models import load_head_weights
+
+                load_head_weights(unwrap(self.model), Path(input_dir))
+            models.clear()
+
+        self.accelerator.register_save_state_pre_hook(save_hook)
+        self.accelerator.register_load_state_pre_hook(load_hook)
+
+    def _write_adapter(self, directory: Path) -> None:
+        write_adapter(self.adapted, directory)
+        if self.kind == "classifier":
+            save_heads(unwrap(self.model), directory, [t.name for t in self.tasks])
+
+    def _resume(self) -> int:
+        if not self.resume:
+            return 0
+        ckpt.clear_stale_temporaries(self.run_dir)
+        latest = ckpt.latest_checkpoint(self.run_dir)
+        if latest is None:
+            self.echo(f"no checkpoint in {self.run_dir}; starting from step 0")
+            return 0
+        step, path = latest
+        self.accelerator.load_state(str(path))
+        self.echo(f"resumed from {path} (step {step})")
+        return step
+
+    # ------------------------------------------------------------------- loop
+    def run(self) -> RunResult:
+        self.setup()
+        counts = count_parameters(self.adapted)
+        self.echo(f"{self.recipe.adapter.method}: {counts.adapter:,} trainable adapter parameters, "
+                  f"{counts.activated:,} activated per token, base {counts.total - counts.trainable:,}"
+                  f"; tasks {self.rates}")
+        baseline = self._evaluate() if self.recipe.eval.baseline and self.start_step == 0 else None
+        with self._signals():
+            step = self._loop()
+        if self.stop_signal is not None:
+            code = 128 + self.stop_signal
+            self.echo(f"stopped by signal {self.stop_signal} at step {step}; checkpoint saved; "
+                      f"continue with --resume")
+            return RunResult(self.run_dir, None, step, "interrupted", code)
+        adapter_dir = self._save_final()
+        results = self._evaluate() if self.recipe.eval.at_end else None
+        report = self._write_eval(results, baseline)
+        self.accelerator.end_training()
+        return RunResult(self.run_dir, adapter_dir, step, "completed", 0, report)
+
+    def _loop(self) -> int:
+        train = self.recipe.train
+        warmup = int(train.warmup_ratio * train.max_steps)
+        self.model.train()
+        self.log.restart()
+        progress = self._progress()
+        step = self.start_step
+        while step < train.max_steps and self.stop_signal is None:
+            factor = lr_factor(step, max_steps=train.max_steps, warmup_steps=warmup,
+                               scheduler=train.scheduler)
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+            stats = self._optimizer_step(step)
+            step += 1
+            self.log.record(step, stats, lr=train.lr * factor)
+            if step % train.log_steps == 0 or step == train.max_steps:
+                self._log(step, progress)
+            progress.update(1)
+            self._sync_stop_signal()
+            if step % train.save_steps == 0 or (self.stop_signal is not None and step < train.max_steps):
+                self._save_checkpoint(step)
+        progress.close()
+        return step
+
+    def _optimizer_step(self, step: int) -> dict:
+        """Accumulate `grad_accum` micro-batches, clip, step, update balance biases."""
+        train, accelerator = self.recipe.train, self.accelerator
+        totals = {"loss": 0.0, "tokens": 0, "task_loss": {}, "task_count": {}}
+        for micro in range(train.grad_accum):
+            batch = self._batch(step * train.grad_accum + micro)
+            totals["tokens"] += int(batch["attention_mask"].sum())
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            last = micro == train.grad_accum - 1
+            sync = contextlib.nullcontext() if last else accelerator.no_sync(self.model)
+            with sync, routing_context(self.model, task_ids=batch["task_ids"],
+                                       token_masks=_token_masks(batch)):
+                with accelerator.autocast():
+                    losses, weights = example_losses(self.model, batch, self.kind)
+                    loss = losses.sum() / weights.sum().clamp_min(1.0)
+                    aux = aux_losses(self.model)
+                    extra = weighted_aux_loss(aux, self.recipe.adapter)
+                    total = loss if extra is None else loss + extra
+                accelerator.backward(total / train.grad_accum)
+            clear_aux(self.model)
+            _accumulate(totals, loss, losses, weights, batch["task_ids"], self.tasks, aux)
+        norm = self._clip()
+        if not (math.isfinite(totals["loss"]) and math.isfinite(norm)):
+            raise NonFiniteError(self._non_finite_message(step + 1, totals["loss"], norm))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        on_optimizer_step(self.adapted)
+        totals["grad_norm"] = norm
+        return totals
+
+    def _batch(self, micro_step: int) -> dict:
+        accelerator = self.accelerator
+        pairs = self.plan.batch(micro_step, rank=accelerator.process_index,
+                                world_size=accelerator.num_processes)
+        return self.collate([self.train_data[task][index] for task, index in pairs])
+
+    def _clip(self) -> float:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        max_norm = self.recipe.train.max_grad_norm
+        if max_norm:
+            return float(self.accelerator.clip_grad_norm_(params, max_norm))
+        grads = [p.grad.detach().norm() for p in params if p.grad is not None]
+        return float(torch.stack(grads).norm()) if grads else 0.0
+
+    def _non_finite_message(self, step: int, loss: float, norm: float) -> str:
+        culprit = "unknown module"
+        for name, param in unwrap(self.model).named_parameters():
+            grad = param.grad
+            if not torch.isfinite(param).all() or (grad is not None and not torch.isfinite(grad).all()):
+                culprit = name
+                break
+        latest = ckpt.latest_checkpoint(self.run_dir)
+        kept = f"last good checkpoint: {latest[1]}" if latest else "no checkpoint was written yet"
+        return (f"non-finite training at step {step} (loss {loss}, grad norm {norm}); first "
+                f"non-finite parameter or gradient: {culprit}; {kept}. Lower train.lr or set "
+                "train.max_grad_norm")
+
+    # ---------------------------------------------------------------- logging
+    def _progress(self):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.recipe.train.max_steps, initial=self.start_step, unit="step",
+                    disable=not (self.show_progress and self.accelerator.is_main_process),
+                    dynamic_ncols=True)
+
+    def _log(self, step: int, progress) -> None:
+        stats = router_stats(self.adapted)
+        counts = self.plan.task_counts(step * self.recipe.train.grad_accum)
+        seen = {task.name: int(count) for task, count in zip(self.tasks, counts, strict=True)}
+        entry = self.log.flush(step, stats, seen)
+        for warning in collapse_warnings(stats, self.recipe.adapter):
+            self.echo(f"warning (step {step}): {warning}")
+        progress.set_postfix(loss=f"{entry['loss']:.4f}", lr=f"{entry['lr']:.2e}",
+                             tok_s=f"{entry['tokens_per_s']:.0f}")
+        if self.recipe.train.log_with:
+            self.accelerator.log({k: v for k, v in entry.items() if isinstance(v, int | float)},
+                                 step=step)
+
+    # ------------------------------------------------------------- checkpoints
+    def _save_checkpoint(self, step: int) -> None:
+        accelerator = self.accelerator
+        final = self.run_dir / ckpt.CHECKPOINTS / f"step-{step}"
+        tmp = final.with_name(f".step-{step}.tmp")
+        if accelerator.is_main_process:
+            ckpt.clear_stale_temporaries(self.run_dir)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        if accelerator.is_main_process:
+            ckpt.write_state(tmp, {"step": step, "run": str(self.run_dir)})
+            ckpt.publish(tmp, final)
+            ckpt.rotate(self.run_dir, self.recipe.train.save_total_limit)
+        accelerator.wait_for_everyone()
+
+    def _save_final(self) -> Path:
+        target = self.run_dir / ADAPTER_DIR
+        if self.accelerator.is_main_process:
+            with atomic_directory(target) as tmp:
+                self._write_adapter(tmp)
+            self.echo(f"adapter written to {target}")
+        self.accelerator.wait_for_everyone()
+        return target
+
+    # -------------------------------------------------------------- evaluation
+    def _evaluate(self) -> dict:
+        from smora_cli.evaluation.runner import evaluate_task
+        from smora_cli.evaluation.scoring import Scorer
+
+        recipe = self.recipe
+        scorer = Scorer(self.model, self.kind, self.tokenizer, max_length=recipe.model.max_length,
+                        target_max_length=recipe.model.target_max_length)
+        results = {}
+        for i, task in enumerate(self.tasks):
+            data = load_task_split(task, recipe.eval.split, task_id=i,
+                                   text_to_text=self.kind != "classifier",
+                                   limit=recipe.eval.limit or task.max_eval_examples)
+            result = evaluate_task(scorer, data, batch_size=recipe.eval.batch_size,
+                                   accelerator=self.accelerator)
+            results[task.name] = {"metrics": result.metrics, "score": result.score, "n": result.n}
+        return results
+
+    def _write_eval(self, results: dict | None, baseline: dict | None) -> dict | None:
+        if results is None:
+            return None
+        report = {"split": self.recipe.eval.split, "tasks": results,
+                  "average": sum(r["score"] for r in results.values()) / len(results)}
+        if baseline is not None:
+            report["baseline"] = {"tasks": baseline, "average": sum(
+                r["score"] for r in baseline.values()) / len(baseline)}
+        if self.accelerator.is_main_process:
+            path = self.run_dir / EVAL_NAME
+            path.write_text(json.dumps(report, indent=2) + "\n")
+        return report
+
+    # ----------------------------------------------------------------- signals
+    @contextlib.contextmanager
+    def _signals(self):
+        """SIGINT/SIGTERM ask the loop to checkpoint and stop; a second SIGINT aborts."""
+
+        def handler(signum, frame):
+            if self.stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.stop_signal = signum
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, old in previous.items():
+                signal.signal(s, old)
+
+    def _sync_stop_signal(self) -> None:
+        """Every process stops at the same step, or collectives would hang."""
+        if self.accelerator.num_processes == 1:
+            return
+        flag = torch.tensor([self.stop_signal or 0], device=self.accelerator.device)
+        flag = self.accelerator.reduce(flag, reduction="max")
+        self.stop_signal = int(flag.item()) or None
+
+
+def _quiet_libraries() -> None:
+    """datasets/transformers progress bars (split generation, weight loading) are noise here."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def _token_masks(batch: dict) -> tuple[torch.Tensor, ...]:
+    masks = [batch["attention_mask"]]
+    if "decoder_attention_mask" in batch:
+        masks.append(batch["decoder_attention_mask"])
+    return tuple(masks)
+
+
+def _accumulate(totals, loss, losses, weights, task_ids, tasks, aux) -> None:
+    totals["loss"] += float(loss.detach())
+    for task_id, value, weight in zip(task_ids.tolist(), losses.detach().tolist(),
+                                      weights.tolist(), strict=True):
+        name = tasks[task_id].name
+        totals["task_loss"][name] = totals["task_loss"].get(name, 0.0) + value
+        totals["task_count"][name] = totals["task_count"].get(name, 0.0) + weight
+    for name, value in aux.items():
+        totals.setdefault("aux", {})[name] = totals.get("aux", {}).get(name, 0.0) + float(value)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """Nested recipe -> {"a.b": scalar} for trackers that accept flat configs only."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat(value, name + "."))
+        else:
+            flat[name] = value if isinstance(value, int | float | str | bool) else str(value)
+    return flat
+
+
+def run(recipe: Recipe, *, overwrite: bool = False, resume: bool = False,
+        show_progress: bool = True, echo=print) -> RunResult:
+    """Train `recipe` end to end; see `Trainer`."""
+    return Trainer(recipe, overwrite=overwrite, resume=resume, show_progress=show_progress,
+                   echo=echo).run()

@@ -1,0 +1,98 @@
+"""Training logs: `metrics.jsonl` (one JSON object per logging step) and router warnings."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from smora_cli.adapters.config import AdapterConfig
+
+METRICS_NAME = "metrics.jsonl"
+# An expert chosen by more than this share of tokens has taken over its layer.
+COLLAPSE_TOKEN_SHARE = 0.9
+
+
+class MetricsLog:
+    """Averages step statistics over a logging interval and appends them to metrics.jsonl.
+
+    On resume, entries after the resumed step (written by the killed run after its last
+    checkpoint) are dropped, so the file reads as one uninterrupted run.
+    """
+
+    def __init__(self, run_dir: Path, *, enabled: bool, start_step: int):
+        self.path = run_dir / METRICS_NAME
+        self.enabled = enabled
+        if enabled and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= start_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        self.started = time.perf_counter()
+        self.restart()
+
+    def restart(self) -> None:
+        """Begin a new interval (also called when the loop starts, after any baseline eval)."""
+        self.steps = 0
+        self.loss = 0.0
+        self.tokens = 0
+        self.grad_norm = 0.0
+        self.task_loss: dict[str, float] = {}
+        self.task_count: dict[str, float] = {}
+        self.aux: dict[str, float] = {}
+        self.interval_start = time.perf_counter()
+        self.lr = 0.0
+
+    def record(self, step: int, stats: dict, *, lr: float) -> None:
+        """Add one optimizer step's statistics (from `Trainer._optimizer_step`)."""
+        self.steps += 1
+        self.loss += stats["loss"]
+        self.tokens += stats["tokens"]
+        self.grad_norm += stats["grad_norm"]
+        self.lr = lr
+        for name, value in stats["task_loss"].items():
+            self.task_loss[name] = self.task_loss.get(name, 0.0) + value
+            self.task_count[name] = self.task_count.get(name, 0.0) + stats["task_count"][name]
+        for name, value in stats.get("aux", {}).items():
+            self.aux[name] = self.aux.get(name, 0.0) + value
+
+    def flush(self, step: int, router: dict, examples_seen: dict[str, int]) -> dict:
+        """Write the interval's averages; returns the entry."""
+        elapsed = max(time.perf_counter() - self.interval_start, 1e-9)
+        steps = max(self.steps, 1)
+        entry = {
+            "step": step,
+            "loss": self.loss / steps,
+            "lr": self.lr,
+            "grad_norm": self.grad_norm / steps,
+            "tokens_per_s": self.tokens / elapsed,
+            "elapsed_s": time.perf_counter() - self.started,
+            "task_loss": {k: v / max(self.task_count[k], 1e-9) for k, v in self.task_loss.items()},
+            "aux": {k: v / steps for k, v in self.aux.items()},
+            "examples_seen": examples_seen,
+        }
+        if router:
+            entropies = [s["entropy"] for s in router.values()]
+            entry["router"] = {"mean_entropy": sum(entropies) / len(entropies),
+                               "min_entropy": min(entropies),
+                               "max_load": max(s["max_load"] for s in router.values()),
+                               "layers": router}
+        if self.enabled:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(entry) + "\n")
+        self.restart()
+        return entry
+
+
+def collapse_warnings(router: dict, config: AdapterConfig) -> list[str]:
+    """One message per layer whose busiest expert serves almost every token."""
+    experts = config.r if config.method == "flylora" else config.num_expert_blocks
+    active = config.activated_rank if config.method == "flylora" else config.active_experts
+    if active >= experts:
+        return []
+    messages = []
+    for layer, stats in router.items():
+        share = stats["max_load"] * active  # picks per expert / tokens
+        if share > COLLAPSE_TOKEN_SHARE:
+            messages.append(f"router collapse in {layer}: one expert takes {share:.0%} of tokens "
+                            f"(entropy {stats['entropy']:.2f}); consider balance_rate/aux_loss_coef")
+    return messages
