@@ -161,6 +161,8 @@ def recipe_from_dict(data: Any, overrides: list[str] = (), *, source: str | None
     if problems:
         raise RecipeError(problems, source=source)
     recipe.tasks = [complete_spec(task) for task in recipe.tasks]
+    if recipe.adapter.base_model_name_or_path is None:  # recorded in the saved adapter
+        recipe.adapter.base_model_name_or_path = recipe.model.name_or_path
     return recipe
 
 

@@ -149,7 +149,6 @@ class Trainer:
                                trust_remote_code=recipe.model.trust_remote_code)
         if recipe.model.gradient_checkpointing:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        recipe.adapter.base_model_name_or_path = recipe.model.name_or_path
         self.adapted = attach(base, recipe.adapter)
         if self.kind != "classifier":
             return base
