@@ -145,8 +145,8 @@ def example_losses(model: nn.Module, batch: dict[str, Tensor], kind: str
     inputs = {k: v for k, v in batch.items() if k not in ("labels", "task_ids")}
     labels = batch["labels"]
     if kind == "classifier":
-        logits = model(task_ids=batch["task_ids"], **inputs)
-        losses = model.example_losses(logits, labels, batch["task_ids"])
+        logits = model(task_ids=batch["task_ids"], **inputs)  # through DDP: gradients sync
+        losses = unwrap(model).example_losses(logits, labels, batch["task_ids"])
         return losses, torch.ones_like(losses)
     if kind == "seq2seq":
         decoder_inputs = unwrap(model).prepare_decoder_input_ids_from_labels(labels=labels)

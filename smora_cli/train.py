@@ -78,9 +78,15 @@ def _accelerator(recipe: Recipe, run_dir: Path):
     train = recipe.train
     if train.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise UserInputError("train.mixed_precision: fp16 needs a GPU; use bf16 or \"no\" on CPU")
-    # Dense masked routing keeps every adapter parameter in the graph; DDP needs no search.
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=False)
-    return Accelerator(mixed_precision=train.mixed_precision, log_with=train.log_with or None,
+    # Dense masked routing keeps every adapter parameter in the graph, so DDP needs no search
+    # for unused ones. Buffers are not broadcast: balance biases change identically on every
+    # rank (from all-reduced counts), and each rank's pending counts are its own.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=False, broadcast_buffers=False)
+    # Without a GPU, several processes (torchrun, `accelerate launch --multi_gpu`) must still
+    # form a gloo group: Accelerate only does that when told to run on the CPU.
+    cpu_only = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    return Accelerator(cpu=cpu_only, mixed_precision=train.mixed_precision,
+                       log_with=train.log_with or None,
                        project_config=ProjectConfiguration(project_dir=str(run_dir)),
                        kwargs_handlers=[ddp])
 
@@ -103,6 +109,7 @@ class Trainer:
         self.show_progress = show_progress
         self.echo = echo
         self.stop_signal: int | None = None
+        self.collapsed: set[str] = set()
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -114,6 +121,8 @@ class Trainer:
         action = ckpt.check_run_dir(self.run_dir, recipe, overwrite=self.overwrite,
                                     resume=self.resume)
         self.accelerator = accelerator = _accelerator(recipe, self.run_dir)
+        if not accelerator.is_main_process:
+            self.echo = lambda *args, **kwargs: None
         if accelerator.is_main_process:
             ckpt.apply_run_dir_action(self.run_dir, action)
         accelerator.wait_for_everyone()
@@ -332,8 +341,10 @@ class Trainer:
         counts = self.plan.task_counts(step * self.recipe.train.grad_accum)
         seen = {task.name: int(count) for task, count in zip(self.tasks, counts, strict=True)}
         entry = self.log.flush(step, stats, seen)
-        for warning in collapse_warnings(stats, self.recipe.adapter):
-            self.echo(f"warning (step {step}): {warning}")
+        for layer, warning in collapse_warnings(stats, self.recipe.adapter).items():
+            if layer not in self.collapsed:  # once per layer; metrics.jsonl has every step
+                self.collapsed.add(layer)
+                self.echo(f"warning (step {step}): {warning}")
         progress.set_postfix(loss=f"{entry['loss']:.4f}", lr=f"{entry['lr']:.2e}",
                              tok_s=f"{entry['tokens_per_s']:.0f}")
         if self.recipe.train.log_with:

@@ -83,16 +83,17 @@ class MetricsLog:
         return entry
 
 
-def collapse_warnings(router: dict, config: AdapterConfig) -> list[str]:
-    """One message per layer whose busiest expert serves almost every token."""
+def collapse_warnings(router: dict, config: AdapterConfig) -> dict[str, str]:
+    """{layer: message} for each layer whose busiest expert serves almost every token."""
     experts = config.r if config.method == "flylora" else config.num_expert_blocks
     active = config.activated_rank if config.method == "flylora" else config.active_experts
     if active >= experts:
-        return []
-    messages = []
+        return {}
+    messages = {}
     for layer, stats in router.items():
         share = stats["max_load"] * active  # picks per expert / tokens
         if share > COLLAPSE_TOKEN_SHARE:
-            messages.append(f"router collapse in {layer}: one expert takes {share:.0%} of tokens "
-                            f"(entropy {stats['entropy']:.2f}); consider balance_rate/aux_loss_coef")
+            messages[layer] = (f"router collapse in {layer}: one expert takes {share:.0%} of "
+                               f"tokens (entropy {stats['entropy']:.2f}); consider balance_rate "
+                               "or aux_loss_coef")
     return messages
