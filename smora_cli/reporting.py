@@ -18,16 +18,19 @@ def print_eval(report: dict, path: Path | None = None) -> None:
         table.add_column("untrained", justify="right")
     for task, result in report["tasks"].items():
         for metric, value in result["metrics"].items():
-            row = [task, metric, f"{value:.4f}", str(result["n"])]
+            row = [task, metric, _number(value), str(result["n"])]
             if baseline:
-                row.append(f"{baseline.get(task, {}).get('metrics', {}).get(metric, float('nan')):.4f}")
+                row.append(_number(baseline.get(task, {}).get("metrics", {}).get(metric)))
             table.add_row(*row)
-    average = [("average", "", f"{report['average']:.4f}", "")]
+    average = ["average", "", _number(report["average"]), ""]
     if baseline:
-        average[0] = (*average[0], f"{report['baseline']['average']:.4f}")
-    for row in average:
-        table.add_row(*row)
+        average.append(_number(report["baseline"]["average"]))
+    table.add_row(*average)
     console = Console()
     console.print(table)
     if path is not None:
         console.print(f"results written to {path}")
+
+
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

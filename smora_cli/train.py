@@ -33,6 +33,7 @@ from smora_cli.data.mixing import MixturePlan, mixing_rates
 from smora_cli.data.sources import load_task_split
 from smora_cli.data.tasks import resolve_task
 from smora_cli.errors import NonFiniteError, UserInputError
+from smora_cli.evaluation.runner import json_safe
 from smora_cli.models import (
     MultiTaskClassifier,
     example_losses,
@@ -402,9 +403,10 @@ class Trainer:
         if baseline is not None:
             report["baseline"] = {"tasks": baseline, "average": sum(
                 r["score"] for r in baseline.values()) / len(baseline)}
+        report = json_safe(report)
         if self.accelerator.is_main_process:
             path = self.run_dir / EVAL_NAME
-            path.write_text(json.dumps(report, indent=2) + "\n")
+            path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
         return report
 
     # ----------------------------------------------------------------- signals

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from smora_cli.data.sources import TaskData
@@ -56,5 +57,18 @@ def evaluate_task(scorer: Scorer, data: TaskData, *, batch_size: int, accelerato
     if log_samples:
         samples = [{"index": i, "input": item["text"], "input_b": item["text_b"],
                     "prediction": p, "reference": r} for i, p, r, item in rows]
+    # A constant prediction has no defined correlation (NaN): it counts as 0 in averages.
+    primaries = [0.0 if math.isnan(p) else p for p in primaries]
     return TaskResult(data.task.name, data.split, len(rows), metrics,
                       sum(primaries) / len(primaries), samples)
+
+
+def json_safe(value):
+    """NaN/inf become null, so result files are strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
