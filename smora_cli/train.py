@@ -87,6 +87,7 @@ def _accelerator(recipe: Recipe, run_dir: Path):
     # form a gloo group: Accelerate only does that when told to run on the CPU.
     cpu_only = not torch.cuda.is_available() and not torch.backends.mps.is_available()
     return Accelerator(cpu=cpu_only, mixed_precision=train.mixed_precision,
+                       gradient_accumulation_steps=train.grad_accum,
                        log_with=train.log_with or None,
                        project_config=ProjectConfiguration(project_dir=str(run_dir)),
                        kwargs_handlers=[ddp])
@@ -280,17 +281,16 @@ class Trainer:
             batch = self._batch(step * train.grad_accum + micro)
             totals["tokens"] += int(batch["attention_mask"].sum())
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            last = micro == train.grad_accum - 1
-            sync = contextlib.nullcontext() if last else accelerator.no_sync(self.model)
-            with sync, routing_context(self.model, task_ids=batch["task_ids"],
-                                       token_masks=_token_masks(batch)):
+            # accumulate(): no gradient sync until the last micro-batch, loss divided by
+            # grad_accum; DeepSpeed steps its engine at the same boundary.
+            with accelerator.accumulate(self.model), routing_context(
+                    self.model, task_ids=batch["task_ids"], token_masks=_token_masks(batch)):
                 with accelerator.autocast():
                     losses, weights = example_losses(self.model, batch, self.kind)
                     loss = losses.sum() / weights.sum().clamp_min(1.0)
                     aux = aux_losses(self.model)
                     extra = weighted_aux_loss(aux, self.recipe.adapter)
-                    total = loss if extra is None else loss + extra
-                accelerator.backward(total / train.grad_accum)
+                accelerator.backward(loss if extra is None else loss + extra)
             clear_aux(self.model)
             _accumulate(totals, loss, losses, weights, batch["task_ids"], self.tasks, aux)
         norm = self._clip()
@@ -361,7 +361,10 @@ class Trainer:
             ckpt.clear_stale_temporaries(self.run_dir)
             tmp.mkdir(parents=True)
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
+        extra = {}
+        if accelerator.distributed_type == "DEEPSPEED":  # keep the frozen base out of it
+            extra["exclude_frozen_parameters"] = True
+        accelerator.save_state(str(tmp), **extra)
         if accelerator.is_main_process:
             ckpt.write_state(tmp, {"step": step, "run": str(self.run_dir)})
             ckpt.publish(tmp, final)

@@ -131,3 +131,28 @@ def test_resolved_recipe_round_trips(tmp_path):
 def test_shipped_recipes_are_valid(name):
     recipe = load_recipe(CONFIGS / name)
     assert recipe.tasks
+
+
+@pytest.mark.parametrize("name", ["glue.yaml", "flan_mix.yaml"])
+def test_hub_recipes_resolve_to_loaders_without_downloading(name):
+    from smora_cli.data.tasks import resolve_task
+
+    tasks = [resolve_task(spec) for spec in load_recipe(CONFIGS / name).tasks]
+    kinds = {task.source_kind for task in tasks}
+    assert kinds <= {"glue", "hub"}
+    for task in tasks:
+        assert task.type in ("classification", "regression", "generation")
+        if task.type == "classification":
+            assert len(task.label_names) >= 2
+        assert all(f"{{{c}}}" in task.prompt for c in task.text_columns)
+
+
+def test_cluster_scripts_are_well_formed():
+    import subprocess
+
+    scripts = CONFIGS.parent / "scripts"
+    for script in scripts.glob("*.sh"):
+        assert subprocess.run(["bash", "-n", str(script)]).returncode == 0, script
+    kinds = {yaml.safe_load(p.read_text())["distributed_type"]
+             for p in (scripts / "accelerate").glob("*.yaml")}
+    assert kinds == {"MULTI_GPU", "FSDP", "DEEPSPEED"}
