@@ -46,7 +46,7 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,10 +70,30 @@ EXTRA_METHODS = ("loop-moe", "peft")  # naive MoE (layer level), PEFT LoRA (mode
 TASKS = ["a", "b"]
 # Flag values of a full run and of --quick; explicit flags override either.
 PRESETS = {
-    "full": {"tokens": 4096, "dim": 1024, "batch": 4, "model_layers": 4, "model_dim": 512,
-             "model_seq": 256, "model_batch": 4, "repeats": 7, "iters": 3, "warmup": 2},
-    "quick": {"tokens": 1024, "dim": 512, "batch": 4, "model_layers": 2, "model_dim": 256,
-              "model_seq": 128, "model_batch": 2, "repeats": 5, "iters": 2, "warmup": 1},
+    "full": {
+        "tokens": 4096,
+        "dim": 1024,
+        "batch": 4,
+        "model_layers": 4,
+        "model_dim": 512,
+        "model_seq": 256,
+        "model_batch": 4,
+        "repeats": 7,
+        "iters": 3,
+        "warmup": 2,
+    },
+    "quick": {
+        "tokens": 1024,
+        "dim": 512,
+        "batch": 4,
+        "model_layers": 2,
+        "model_dim": 256,
+        "model_seq": 128,
+        "model_batch": 2,
+        "repeats": 5,
+        "iters": 2,
+        "warmup": 1,
+    },
 }
 # (method, r, k, expert_rank, baseline lora rank): the cases of METHODS.md's reference setups.
 ADAPTER_CASES = (
@@ -148,18 +168,27 @@ class LoopMoELoRA(nn.Module):
     index_add_, which syncs with the host once per expert).
     """
 
-    def __init__(self, base: nn.Linear, experts: int = 8, rank: int = 8, top: int = 2,
-                 alpha: float = 16.0, gather: bool = False):
+    def __init__(
+        self,
+        base: nn.Linear,
+        experts: int = 8,
+        rank: int = 8,
+        top: int = 2,
+        alpha: float = 16.0,
+        gather: bool = False,
+    ):
         super().__init__()
         self.base_layer, self.top, self.gather = base, top, gather
         self.scaling = alpha / (top * rank)  # alpha over the activated rank, as moe-lora
         factory = {"device": base.weight.device, "dtype": torch.float32}
         self.router = nn.Linear(base.in_features, experts, bias=False, **factory)
         self.lora_A = nn.ParameterList(
-            nn.Parameter(torch.empty(rank, base.in_features, **factory)) for _ in range(experts))
+            nn.Parameter(torch.empty(rank, base.in_features, **factory)) for _ in range(experts)
+        )
         self.lora_B = nn.ParameterList(
             nn.Parameter(1e-3 * torch.randn(base.out_features, rank, **factory))
-            for _ in range(experts))
+            for _ in range(experts)
+        )
         for weight in self.lora_A:
             nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
 
@@ -175,7 +204,7 @@ class LoopMoELoRA(nn.Module):
     def _dense(self, h: Tensor, gates: Tensor) -> Tensor:
         out = 0
         for e, (a, b) in enumerate(zip(self.lora_A, self.lora_B, strict=True)):
-            out = out + gates[..., e:e + 1] * F.linear(F.linear(h, a), b)
+            out = out + gates[..., e : e + 1] * F.linear(F.linear(h, a), b)
         return out
 
     def _gathered(self, h: Tensor, gates: Tensor) -> Tensor:
@@ -186,14 +215,15 @@ class LoopMoELoRA(nn.Module):
             if rows.numel() == 0:
                 continue
             y = F.linear(F.linear(flat.index_select(0, rows), a), b)
-            out.index_add_(0, rows, y * flat_gates.index_select(0, rows)[:, e:e + 1])
+            out.index_add_(0, rows, y * flat_gates.index_select(0, rows)[:, e : e + 1])
         return out.view(*h.shape[:-1], -1)
 
 
 # --------------------------------------------------------------------------- layer level
 def adapter_config(method: str, r: int, k: int | None, p: int) -> AdapterConfig:
-    return AdapterConfig(method=method, r=r, k=k, expert_rank=p,
-                         task_names=TASKS if method == "more" else [])
+    return AdapterConfig(
+        method=method, r=r, k=k, expert_rank=p, task_names=TASKS if method == "more" else []
+    )
 
 
 def randomise_adapter(module: nn.Module) -> None:
@@ -216,8 +246,9 @@ def routed(module: nn.Module, method: str, task_ids: Tensor):
     return contextlib.nullcontext()
 
 
-def layer_steps(module: nn.Module, method: str, x: Tensor, grad_out: Tensor
-                ) -> tuple[Callable[[], None], Callable[[], None]]:
+def layer_steps(
+    module: nn.Module, method: str, x: Tensor, grad_out: Tensor
+) -> tuple[Callable[[], None], Callable[[], None]]:
     """(train step, forward step) closures for one layer."""
     params = [p for p in module.parameters() if p.requires_grad]
     task_ids = task_ids_for(x.shape[0], x.device)
@@ -247,11 +278,27 @@ def frozen_linear(dim: int, env: Env) -> nn.Linear:
     return base.requires_grad_(False)
 
 
-def layer_case(method: str, r: int | None, k: int | None, baseline: str | None,
-               module: nn.Module, x: Tensor, grad_out: Tensor) -> Case:
+def layer_case(
+    method: str,
+    r: int | None,
+    k: int | None,
+    baseline: str | None,
+    module: nn.Module,
+    x: Tensor,
+    grad_out: Tensor,
+) -> Case:
     train, forward = layer_steps(module, method, x, grad_out)
-    return Case(method, "layer", r, k, baseline, module, train, forward,
-                static_bytes=tensor_bytes(module, x))
+    return Case(
+        method,
+        "layer",
+        r,
+        k,
+        baseline,
+        module,
+        train,
+        forward,
+        static_bytes=tensor_bytes(module, x),
+    )
 
 
 def layer_cases(args: argparse.Namespace, env: Env) -> list[Case]:
@@ -260,17 +307,22 @@ def layer_cases(args: argparse.Namespace, env: Env) -> list[Case]:
     shape = (args.batch, args.tokens // args.batch, args.dim)
     x = torch.randn(shape, device=env.device, dtype=env.dtype).requires_grad_()
     grad_out = torch.randn(shape, device=env.device, dtype=env.dtype)
-    cases = [layer_case("base", None, None, "layer/lora/64", frozen_linear(args.dim, env),
-                        x, grad_out)]
+    cases = [
+        layer_case("base", None, None, "layer/lora/64", frozen_linear(args.dim, env), x, grad_out)
+    ]
     for method, r, k, p, base_r in ADAPTER_CASES:
         if method not in args.methods:
             continue
         torch.manual_seed(2)
-        module = RankExpertLinear(frozen_linear(args.dim, env), adapter_config(method, r, k, p),
-                                  name="bench.layer")
+        module = RankExpertLinear(
+            frozen_linear(args.dim, env), adapter_config(method, r, k, p), name="bench.layer"
+        )
         randomise_adapter(module)
-        cases.append(layer_case(method, r, module.config.activated_rank,
-                                f"layer/lora/{base_r}", module, x, grad_out))
+        cases.append(
+            layer_case(
+                method, r, module.config.activated_rank, f"layer/lora/{base_r}", module, x, grad_out
+            )
+        )
     if "loop-moe" in args.methods:
         for name, gather in (("loop-moe", False), ("gather-moe", True)):
             torch.manual_seed(2)
@@ -286,10 +338,15 @@ def llama_template(args: argparse.Namespace, env: Env) -> nn.Module:
 
     dim = args.model_dim
     heads = max(1, dim // 64)
-    config = LlamaConfig(vocab_size=1000, hidden_size=dim,
-                         intermediate_size=16 * max(1, round(dim * 2.6875 / 16)),
-                         num_hidden_layers=args.model_layers, num_attention_heads=heads,
-                         num_key_value_heads=heads, max_position_embeddings=max(args.model_seq, 64))
+    config = LlamaConfig(
+        vocab_size=1000,
+        hidden_size=dim,
+        intermediate_size=16 * max(1, round(dim * 2.6875 / 16)),
+        num_hidden_layers=args.model_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max(args.model_seq, 64),
+    )
     torch.manual_seed(0)
     return LlamaForCausalLM(config).to(device=env.device, dtype=env.dtype)
 
@@ -304,8 +361,9 @@ def model_forward(model: nn.Module, method: str, ids: Tensor) -> Callable[[], No
     return forward
 
 
-def model_train(model: nn.Module, method: str, ids: Tensor, ours: bool
-                ) -> tuple[Callable[[], None], torch.optim.Optimizer]:
+def model_train(
+    model: nn.Module, method: str, ids: Tensor, ours: bool
+) -> tuple[Callable[[], None], torch.optim.Optimizer]:
     """(train step, its AdamW) for one adapted model."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
@@ -328,8 +386,15 @@ def model_train(model: nn.Module, method: str, ids: Tensor, ours: bool
     return train, optimizer
 
 
-def model_case(method: str, r: int | None, k: int | None, baseline: str, model: nn.Module,
-               ids: Tensor, ours: bool = True) -> Case:
+def model_case(
+    method: str,
+    r: int | None,
+    k: int | None,
+    baseline: str,
+    model: nn.Module,
+    ids: Tensor,
+    ours: bool = True,
+) -> Case:
     train, optimizer = model_train(model, method, ids, ours)
     case = Case(method, "model", r, k, baseline, model, train, model_forward(model, method, ids))
     case.static_bytes = tensor_bytes(model, ids)  # optimizer state added after warm-up
@@ -358,11 +423,28 @@ def model_cases(args: argparse.Namespace, env: Env) -> list[Case]:
     template = llama_template(args, env)
     torch.manual_seed(3)
     ids = torch.randint(0, 1000, (args.model_batch, args.model_seq), device=env.device)
-    base = Case("base", "model", None, None, "model/lora/64", template, None,
-                model_forward(template, "base", ids), static_bytes=tensor_bytes(template, ids))
+    base = Case(
+        "base",
+        "model",
+        None,
+        None,
+        "model/lora/64",
+        template,
+        None,
+        model_forward(template, "base", ids),
+        static_bytes=tensor_bytes(template, ids),
+    )
     folded_model = folded_lora_model(template, 64)
-    folded = Case("folded-lora", "model", 64, 64, "model/base/None", folded_model, None,
-                  model_forward(folded_model, "lora", ids))
+    folded = Case(
+        "folded-lora",
+        "model",
+        64,
+        64,
+        "model/base/None",
+        folded_model,
+        None,
+        model_forward(folded_model, "lora", ids),
+    )
     cases = [base, folded]
     for method, r, k, p, base_r in ADAPTER_CASES:
         if method not in args.methods:
@@ -370,11 +452,17 @@ def model_cases(args: argparse.Namespace, env: Env) -> list[Case]:
         torch.manual_seed(2)
         model = attach(copy.deepcopy(template), adapter_config(method, r, k, p))
         randomise_adapter(model)
-        cases.append(model_case(method, r, model.smora_config.activated_rank,
-                                f"model/lora/{base_r}", model, ids))
+        cases.append(
+            model_case(
+                method, r, model.smora_config.activated_rank, f"model/lora/{base_r}", model, ids
+            )
+        )
     if "peft" in args.methods:
-        cases.append(model_case("peft-lora", 64, 64, "model/lora/64", peft_model(template, 64),
-                                ids, ours=False))
+        cases.append(
+            model_case(
+                "peft-lora", 64, 64, "model/lora/64", peft_model(template, 64), ids, ours=False
+            )
+        )
     return cases
 
 
@@ -414,8 +502,11 @@ def cpu_peak_growth(fn: Callable[[], None]) -> int:
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
-              and e.device_type() == torch.autograd.DeviceType.CPU]
+    events = [
+        e
+        for e in prof.profiler.kineto_results.events()
+        if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU
+    ]
     events.sort(key=lambda e: e.start_ns())
     return max(itertools.accumulate((e.nbytes() for e in events), initial=0))
 
@@ -463,14 +554,19 @@ def result_rows(cases: list[Case]) -> list[dict]:
     for case in cases:
         base = by_key.get(case.baseline or "")
         train, forward = median_ms(case, "train"), median_ms(case, "forward")
-        rows.append({
-            "method": case.method, "level": case.level, "r": case.r, "k": case.k,
-            "train_ratio": ratio(train, median_ms(base, "train")),
-            "forward_ratio": ratio(forward, median_ms(base, "forward")),
-            "peak_mem_ratio": ratio(case.peak_bytes, base.peak_bytes if base else None),
-            "train_ms": None if train is None else round(train, 3),
-            "forward_ms": None if forward is None else round(forward, 3),
-        })
+        rows.append(
+            {
+                "method": case.method,
+                "level": case.level,
+                "r": case.r,
+                "k": case.k,
+                "train_ratio": ratio(train, median_ms(base, "train")),
+                "forward_ratio": ratio(forward, median_ms(base, "forward")),
+                "peak_mem_ratio": ratio(case.peak_bytes, base.peak_bytes if base else None),
+                "train_ms": None if train is None else round(train, 3),
+                "forward_ms": None if forward is None else round(forward, 3),
+            }
+        )
     return rows
 
 
@@ -479,8 +575,10 @@ def format_table(rows: list[dict], cases: list[Case]) -> str:
         width = int(spec.lstrip(">").split(".")[0].rstrip("df"))
         return "-".rjust(width) if value is None else format(value, spec)
 
-    header = (f"{'method':<12} {'level':<6} {'r':>3} {'k':>3} {'train ms':>9} {'train x':>8} "
-              f"{'fwd ms':>8} {'fwd x':>7} {'peak MB':>8} {'mem x':>6}  vs")
+    header = (
+        f"{'method':<12} {'level':<6} {'r':>3} {'k':>3} {'train ms':>9} {'train x':>8} "
+        f"{'fwd ms':>8} {'fwd x':>7} {'peak MB':>8} {'mem x':>6}  vs"
+    )
     lines = [header, "-" * len(header)]
     for row, case in zip(rows, cases, strict=True):
         peak_mb = None if case.peak_bytes is None else case.peak_bytes / 2**20
@@ -489,13 +587,17 @@ def format_table(rows: list[dict], cases: list[Case]) -> str:
             f"{cell(row['train_ms'], '>9.2f')} {cell(row['train_ratio'], '>8.3f')} "
             f"{cell(row['forward_ms'], '>8.2f')} {cell(row['forward_ratio'], '>7.3f')} "
             f"{cell(peak_mb, '>8.1f')} {cell(row['peak_mem_ratio'], '>6.3f')}  "
-            f"{(case.baseline or '-').replace('/None', '')}")
+            f"{(case.baseline or '-').replace('/None', '')}"
+        )
     return "\n".join(lines)
 
 
 def versions() -> dict[str, str]:
-    out = {"python": sys.version.split()[0], "torch": torch.__version__,
-           "smora": smora_cli.__version__}
+    out = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "smora": smora_cli.__version__,
+    }
     for name in ("transformers", "peft"):
         try:
             out[name] = __import__(name).__version__
@@ -507,8 +609,13 @@ def versions() -> dict[str, str]:
 def meta(args: argparse.Namespace, env: Env) -> dict:
     shapes = {key: getattr(args, key) for key in PRESETS["full"]}
     shapes.update(levels=args.level, methods=args.methods, quick=args.quick)
-    return {"versions": versions(), "shapes": shapes, "device": str(env.device),
-            "dtype": str(env.dtype).removeprefix("torch."), "threads": torch.get_num_threads()}
+    return {
+        "versions": versions(),
+        "shapes": shapes,
+        "device": str(env.device),
+        "dtype": str(env.dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+    }
 
 
 # --------------------------------------------------------------------------- profiling
@@ -535,11 +642,20 @@ def csv_list(text: str) -> list[str]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for key in PRESETS["full"]:
-        parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=None,
-                            help=f"default {PRESETS['full'][key]} (--quick: {PRESETS['quick'][key]})")
-    parser.add_argument("--methods", type=csv_list, default=list(ADAPTER_METHODS + EXTRA_METHODS),
-                        help="comma list of " + ",".join(ADAPTER_METHODS + EXTRA_METHODS) +
-                        " (lora is always run: it is the baseline)")
+        parser.add_argument(
+            f"--{key.replace('_', '-')}",
+            type=int,
+            default=None,
+            help=f"default {PRESETS['full'][key]} (--quick: {PRESETS['quick'][key]})",
+        )
+    parser.add_argument(
+        "--methods",
+        type=csv_list,
+        default=list(ADAPTER_METHODS + EXTRA_METHODS),
+        help="comma list of "
+        + ",".join(ADAPTER_METHODS + EXTRA_METHODS)
+        + " (lora is always run: it is the baseline)",
+    )
     parser.add_argument("--level", type=csv_list, default=["layer", "model"])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
@@ -555,8 +671,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.methods) - set(ADAPTER_METHODS + EXTRA_METHODS)
     bad_level = set(args.level) - {"layer", "model"}
     if unknown or bad_level or args.tokens % args.batch:
-        parser.error(f"unknown methods {sorted(unknown)} / levels {sorted(bad_level)}, or "
-                     f"--tokens {args.tokens} is not a multiple of --batch {args.batch}")
+        parser.error(
+            f"unknown methods {sorted(unknown)} / levels {sorted(bad_level)}, or "
+            f"--tokens {args.tokens} is not a multiple of --batch {args.batch}"
+        )
     args.methods = ["lora", *(m for m in args.methods if m != "lora")]
     return args
 
@@ -570,8 +688,11 @@ def main(argv: list[str] | None = None) -> dict:
     if env.cuda and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is visible to torch")
     started = time.perf_counter()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {env.device}, "
-          f"dtype {args.dtype}; adapters in float32 over {args.dtype} base weights", flush=True)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {env.device}, "
+        f"dtype {args.dtype}; adapters in float32 over {args.dtype} base weights",
+        flush=True,
+    )
     cases: list[Case] = []
     for level, build in (("layer", layer_cases), ("model", model_cases)):
         if level not in args.level:

@@ -87,15 +87,19 @@ def check_run_dir(run_dir: Path, recipe: Recipe, *, overwrite: bool, resume: boo
     if not has_content:
         return "create"
     if not resolved.is_file():
-        raise UserInputError(f"train.output_dir {run_dir} is not empty and is not a smora run; "
-                             "choose another output_dir")
+        raise UserInputError(
+            f"train.output_dir {run_dir} is not empty and is not a smora run; "
+            "choose another output_dir"
+        )
     if resume:
         _check_same_architecture(run_dir, recipe)
         return "resume"
     if overwrite:
         return "replace"
-    raise UserInputError(f"{run_dir} already holds a run; pass --resume to continue it or "
-                         "--overwrite to replace it (or set train.output_dir)")
+    raise UserInputError(
+        f"{run_dir} already holds a run; pass --resume to continue it or "
+        "--overwrite to replace it (or set train.output_dir)"
+    )
 
 
 def apply_run_dir_action(run_dir: Path, action: str) -> None:
@@ -126,6 +130,8 @@ def _check_same_architecture(run_dir: Path, recipe: Recipe) -> None:
     current = recipe.to_dict()
     changed = [s for s in ARCHITECTURE_SECTIONS if previous.get(s) != current.get(s)]
     if changed:
-        raise UserInputError(f"cannot resume {run_dir}: recipe section(s) {', '.join(changed)} "
-                             "differ from the run's resolved_recipe.yaml, so its checkpoints do "
-                             "not fit; use --overwrite or another output_dir")
+        raise UserInputError(
+            f"cannot resume {run_dir}: recipe section(s) {', '.join(changed)} "
+            "differ from the run's resolved_recipe.yaml, so its checkpoints do "
+            "not fit; use --overwrite or another output_dir"
+        )

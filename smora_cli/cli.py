@@ -29,14 +29,16 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """smora: train, evaluate, merge and study rank-expert adapters."""
 
 
-def _split_recipe_and_overrides(recipe: str | None, overrides: list[str] | None
-                                ) -> tuple[Path | None, list[str]]:
+def _split_recipe_and_overrides(
+    recipe: str | None, overrides: list[str] | None
+) -> tuple[Path | None, list[str]]:
     """`smora train train.lr=1e-4` has no recipe: its first word is an override."""
     overrides = list(overrides or [])
     if recipe is not None and "=" in recipe and not Path(recipe).exists():
@@ -57,7 +59,9 @@ Examples:
 
 @app.command(epilog=TRAIN_EXAMPLES)
 def train(
-    recipe: str | None = typer.Argument(None, help="Recipe YAML (default: the offline quickstart)."),
+    recipe: str | None = typer.Argument(
+        None, help="Recipe YAML (default: the offline quickstart)."
+    ),
     overrides: list[str] | None = typer.Argument(None, help="key.path=value overrides."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run in output_dir."),
@@ -75,12 +79,71 @@ def train(
     from smora_cli.reporting import print_eval
     from smora_cli.train import run
 
-    result = run(loaded, overwrite=overwrite, resume=resume, show_progress=not quiet,
-                 echo=typer.echo)
+    result = run(
+        loaded, overwrite=overwrite, resume=resume, show_progress=not quiet, echo=typer.echo
+    )
     typer.echo(f"run directory: {result.output_dir}")
     if result.eval:
         print_eval(result.eval, result.output_dir / "eval_results.json")
     raise typer.Exit(result.exit_code)
+
+
+EVAL_EXAMPLES = """
+Examples:
+
+  smora eval runs/quickstart                        # the run's tasks, its final adapter
+  smora eval --tasks glue                           # the most recent run under ./runs
+  smora eval --tasks glue --model google-t5/t5-base --adapter runs/glue/adapter --data-dir glue_data
+  smora eval --tasks cola,sst2 --model gpt2 --limit 200 --log-samples --output-path base.json
+  accelerate launch --multi_gpu --num_processes 8 -m smora_cli eval runs/glue --tasks glue
+"""
+
+
+@app.command("eval", epilog=EVAL_EXAMPLES)
+def eval_command(
+    run_dir: Path | None = typer.Argument(None, help="A run directory (its recipe and adapter)."),
+    tasks: str | None = typer.Option(
+        None,
+        "--tasks",
+        help="Comma list: glue, GLUE/offline/recipe task names (default: the run's tasks).",
+    ),
+    model: str | None = typer.Option(None, "--model", help="Base model id or path."),
+    adapter: Path | None = typer.Option(None, "--adapter", help="Adapter directory."),
+    kind: str | None = typer.Option(
+        None,
+        "--kind",
+        help="classifier, causal-lm or seq2seq (default: from the run or the model).",
+    ),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="GLUE distribution folder."),
+    split: str = typer.Option("validation", "--split"),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Examples per task."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    output_path: Path | None = typer.Option(None, "--output-path", help="Results JSON file."),
+    log_samples: bool = typer.Option(False, "--log-samples", help="Also write predictions."),
+) -> None:
+    """Score a base model, with or without an adapter, on GLUE and other tasks."""
+    from smora_cli.evaluation.job import EvalRequest, run_eval
+    from smora_cli.reporting import print_eval
+
+    if kind not in (None, "classifier", "causal-lm", "seq2seq"):
+        raise typer.BadParameter("must be classifier, causal-lm or seq2seq", param_hint="--kind")
+    if run_dir is not None and not run_dir.is_dir():
+        raise typer.BadParameter(f"{run_dir} is not a directory", param_hint="RUN_DIR")
+    request = EvalRequest(
+        run_dir=run_dir,
+        model=model,
+        adapter=adapter,
+        kind=kind,
+        tasks=[t.strip() for t in tasks.split(",") if t.strip()] if tasks else None,
+        data_dir=data_dir,
+        split=split,
+        limit=limit,
+        batch_size=batch_size,
+        output_path=output_path,
+        log_samples=log_samples,
+    )
+    report, job = run_eval(request, echo=typer.echo)
+    print_eval(report, job.output_path)
 
 
 def main() -> None:

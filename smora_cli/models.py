@@ -48,9 +48,11 @@ def looks_like_path(name_or_path: str) -> bool:
 
 def _load_error(what: str, name: str, error: Exception) -> UserInputError:
     first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
-    return UserInputError(f"cannot load {what} {name!r}: {first}. Offline? Use a local model "
-                          "directory (config.json + weights) or set HF_HUB_OFFLINE=1 with a "
-                          "cached copy")
+    return UserInputError(
+        f"cannot load {what} {name!r}: {first}. Offline? Use a local model "
+        "directory (config.json + weights) or set HF_HUB_OFFLINE=1 with a "
+        "cached copy"
+    )
 
 
 def load_tokenizer(name_or_path: str, *, kind: str, trust_remote_code: bool = False):
@@ -68,13 +70,17 @@ def load_tokenizer(name_or_path: str, *, kind: str, trust_remote_code: bool = Fa
     return tokenizer
 
 
-def load_base_model(name_or_path: str, *, kind: str, dtype: str = "float32",
-                    trust_remote_code: bool = False) -> nn.Module:
+def load_base_model(
+    name_or_path: str, *, kind: str, dtype: str = "float32", trust_remote_code: bool = False
+) -> nn.Module:
     """The pretrained `transformers` model of a model kind (an encoder for classifiers)."""
     import transformers
 
-    auto = {"classifier": transformers.AutoModel, "causal-lm": transformers.AutoModelForCausalLM,
-            "seq2seq": transformers.AutoModelForSeq2SeqLM}[kind]
+    auto = {
+        "classifier": transformers.AutoModel,
+        "causal-lm": transformers.AutoModelForCausalLM,
+        "seq2seq": transformers.AutoModelForSeq2SeqLM,
+    }[kind]
     path = resolve_model_path(name_or_path)
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     try:
@@ -92,16 +98,24 @@ class MultiTaskClassifier(nn.Module):
         pooling: `mean` over real tokens (sentence-transformers models) or `cls`.
     """
 
-    def __init__(self, encoder: nn.Module, num_labels: list[int], pooling: str = "mean"):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        num_labels: list[int],
+        pooling: str = "mean",
+        task_names: list[str] | None = None,
+    ):
         super().__init__()
         self.encoder = encoder
+        self.task_names = list(task_names or [str(i) for i in range(len(num_labels))])
         self.pooling = pooling
         self.num_labels = list(num_labels)
         hidden = encoder.config.hidden_size
         self.task_heads = nn.ModuleList(nn.Linear(hidden, max(1, n)) for n in num_labels)
         self.width = max(max(1, n) for n in num_labels)
-        self.register_buffer("is_regression", torch.tensor([n == 0 for n in num_labels]),
-                             persistent=False)
+        self.register_buffer(
+            "is_regression", torch.tensor([n == 0 for n in num_labels]), persistent=False
+        )
 
     @property
     def config(self):
@@ -109,15 +123,17 @@ class MultiTaskClassifier(nn.Module):
 
     def pool(self, input_ids: Tensor, attention_mask: Tensor, **inputs) -> Tensor:
         """[B, hidden] sentence vectors."""
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                              **inputs).last_hidden_state  # [B, S, H]
+        hidden = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, **inputs
+        ).last_hidden_state  # [B, S, H]
         if self.pooling == "cls":
             return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, task_ids: Tensor,
-                **inputs) -> Tensor:
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, task_ids: Tensor, **inputs
+    ) -> Tensor:
         """[B, width] logits of each example's own task head (missing classes masked)."""
         pooled = self.pool(input_ids, attention_mask, **inputs).float()
         columns = []
@@ -139,8 +155,7 @@ class MultiTaskClassifier(nn.Module):
         return torch.where(self.is_regression[task_ids], logits[:, 0], logits.argmax(-1).float())
 
 
-def example_losses(model: nn.Module, batch: dict[str, Tensor], kind: str
-                   ) -> tuple[Tensor, Tensor]:
+def example_losses(model: nn.Module, batch: dict[str, Tensor], kind: str) -> tuple[Tensor, Tensor]:
     """Per-example (loss sum, token count) of a batch; batch loss = sum(loss) / sum(count)."""
     inputs = {k: v for k, v in batch.items() if k not in ("labels", "task_ids")}
     labels = batch["labels"]
@@ -154,8 +169,9 @@ def example_losses(model: nn.Module, batch: dict[str, Tensor], kind: str
     else:
         logits = model(**inputs).logits[:, :-1]
         labels = labels[:, 1:]
-    token_losses = F.cross_entropy(logits.float().transpose(1, 2), labels,
-                                   ignore_index=IGNORE, reduction="none")  # [B, S]
+    token_losses = F.cross_entropy(
+        logits.float().transpose(1, 2), labels, ignore_index=IGNORE, reduction="none"
+    )  # [B, S]
     counted = (labels != IGNORE).float()
     return (token_losses * counted).sum(1), counted.sum(1)
 
@@ -167,13 +183,12 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
-def save_heads(model: MultiTaskClassifier, directory: str | os.PathLike,
-               task_names: list[str]) -> None:
+def save_heads(model: MultiTaskClassifier, directory: str | os.PathLike) -> None:
     """Write the task heads beside the adapter (`task_heads.safetensors` + `.json`)."""
     directory = Path(directory)
     state = {k: v.detach().contiguous() for k, v in model.task_heads.state_dict().items()}
     save_file(state, str(directory / HEADS_WEIGHTS))
-    meta = {"tasks": task_names, "num_labels": model.num_labels, "pooling": model.pooling}
+    meta = {"tasks": model.task_names, "num_labels": model.num_labels, "pooling": model.pooling}
     (directory / HEADS_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -182,8 +197,10 @@ def _read_heads(directory: Path) -> tuple[dict, dict]:
         meta = json.loads((directory / HEADS_CONFIG).read_text())
         state = load_file(str(directory / HEADS_WEIGHTS))
     except FileNotFoundError as e:
-        raise AdapterError(f"{directory} has no task heads ({HEADS_CONFIG}); it was not trained "
-                           "with model.kind classifier") from e
+        raise AdapterError(
+            f"{directory} has no task heads ({HEADS_CONFIG}); it was not trained "
+            "with model.kind classifier"
+        ) from e
     except Exception as e:
         raise AdapterError(f"task heads in {directory} are corrupt: {e}") from e
     return meta, state
@@ -196,15 +213,16 @@ def load_head_weights(model: MultiTaskClassifier, directory: str | os.PathLike) 
     try:
         model.task_heads.load_state_dict(state)
     except RuntimeError as e:
-        raise AdapterError(f"task heads in {directory} do not fit this model: "
-                           f"{str(e).splitlines()[0]}") from e
+        raise AdapterError(
+            f"task heads in {directory} do not fit this model: {str(e).splitlines()[0]}"
+        ) from e
 
 
 def load_heads(encoder: nn.Module, directory: str | os.PathLike) -> MultiTaskClassifier:
     """Wrap `encoder` with the task heads saved in `directory`."""
     directory = Path(directory)
     meta, _ = _read_heads(directory)
-    model = MultiTaskClassifier(encoder, meta["num_labels"], meta["pooling"])
+    model = MultiTaskClassifier(encoder, meta["num_labels"], meta["pooling"], meta["tasks"])
     model.task_heads.to(next(encoder.parameters()).device)
     load_head_weights(model, directory)
     return model

@@ -20,8 +20,8 @@ from typing import Any, Literal
 import yaml
 
 from smora_cli.adapters.config import AdapterConfig
-from smora_cli.errors import AdapterConfigError, RecipeError
 from smora_cli.data.tasks import TaskSpec, complete_spec, task_problems
+from smora_cli.errors import AdapterConfigError, RecipeError
 
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 QUICKSTART = PACKAGED_CONFIGS / "quickstart.yaml"
@@ -112,8 +112,14 @@ class Recipe:
         return Path("runs") / stem
 
 
-SECTIONS = {"model": ModelSection, "adapter": AdapterConfig, "tasks": TaskSpec,
-            "mixing": MixingSection, "train": TrainSection, "eval": EvalSection}
+SECTIONS = {
+    "model": ModelSection,
+    "adapter": AdapterConfig,
+    "tasks": TaskSpec,
+    "mixing": MixingSection,
+    "train": TrainSection,
+    "eval": EvalSection,
+}
 # PEFT spellings accepted as aliases of our adapter keys.
 ADAPTER_ALIASES = {"lora_alpha": "alpha", "lora_dropout": "dropout"}
 
@@ -147,8 +153,9 @@ def recipe_from_dict(data: Any, overrides: list[str] = (), *, source: str | None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise RecipeError(f"a recipe must be a mapping of sections, got {type(data).__name__}",
-                          source=source)
+        raise RecipeError(
+            f"a recipe must be a mapping of sections, got {type(data).__name__}", source=source
+        )
     problems: list[str] = []
     for item in overrides:
         problems += apply_override(data, item)
@@ -178,7 +185,7 @@ def apply_override(data: dict, item: str) -> list[str]:
     parts = key.strip().split(".")
     node: Any = data
     for depth, part in enumerate(parts[:-1]):
-        path = ".".join(parts[:depth + 1])
+        path = ".".join(parts[: depth + 1])
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
                 return [f"override {key}: {path} is not an index of a {len(node)}-item list"]
@@ -208,8 +215,9 @@ def _build(data: dict, problems: list[str]) -> Recipe | None:
     if not isinstance(tasks, list) or not tasks:
         problems.append("tasks: at least one task is required (a list of {name, source, ...})")
         tasks = []
-    sections["tasks"] = [_dataclass_from(TaskSpec, t, f"tasks.{i}", problems)
-                         for i, t in enumerate(tasks)]
+    sections["tasks"] = [
+        _dataclass_from(TaskSpec, t, f"tasks.{i}", problems) for i, t in enumerate(tasks)
+    ]
     sections["adapter"] = _adapter_from(data.get("adapter", {}), sections["tasks"], problems)
     if problems or any(v is None for v in sections.values()) or None in sections["tasks"]:
         return None
@@ -287,9 +295,12 @@ def _coerce(value: Any, hint: Any) -> tuple[bool, Any, str]:
             ok, converted, _ = _coerce(value, option)
             if ok:
                 return True, converted, ""
-        return False, None, " or ".join(_coerce(None, a)[2] or "null" for a in args
-                                        if a is not type(None)) + (
-            " or null" if type(None) in args else "")
+        return (
+            False,
+            None,
+            " or ".join(_coerce(None, a)[2] or "null" for a in args if a is not type(None))
+            + (" or null" if type(None) in args else ""),
+        )
     if hint is type(None):
         return value is None, None, "null"
     if origin is Literal:
@@ -303,8 +314,9 @@ def _coerce(value: Any, hint: Any) -> tuple[bool, Any, str]:
         ok = all(c[0] for c in converted)
         return ok, [c[1] for c in converted], f"a list of {_coerce(None, args[0])[2]}"
     if origin is dict:
-        ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
-                                             for k, v in value.items())
+        ok = isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        )
         return ok, value, "a mapping of names to names"
     return _coerce_scalar(value, hint)
 
@@ -346,16 +358,22 @@ def cross_checks(recipe: Recipe) -> list[str]:
         problems += [f"tasks.{i}.{p}" for p in task_problems(task, recipe.model.kind)]
     adapter = recipe.adapter
     if adapter.method == "more" and adapter.task_names != names:
-        problems.append(f"adapter.task_names: must list the recipe's tasks {names} in order "
-                        "(leave it unset to fill it automatically)")
+        problems.append(
+            f"adapter.task_names: must list the recipe's tasks {names} in order "
+            "(leave it unset to fill it automatically)"
+        )
     mixing, train = recipe.mixing, recipe.train
     if mixing.strategy == "capped" and (mixing.cap is None or mixing.cap < 1):
         problems.append("mixing.cap: the capped strategy needs a positive cap K")
     if not mixing.temperature > 0:
         problems.append(f"mixing.temperature: must be > 0, got {mixing.temperature}")
-    positive = {"max_steps": train.max_steps, "batch_size": train.batch_size,
-                "grad_accum": train.grad_accum, "save_steps": train.save_steps,
-                "log_steps": train.log_steps}
+    positive = {
+        "max_steps": train.max_steps,
+        "batch_size": train.batch_size,
+        "grad_accum": train.grad_accum,
+        "save_steps": train.save_steps,
+        "log_steps": train.log_steps,
+    }
     problems += [f"train.{k}: must be >= 1, got {v}" for k, v in positive.items() if v < 1]
     if not train.lr > 0 or (train.router_lr is not None and not train.router_lr > 0):
         problems.append("train.lr / train.router_lr: learning rates must be > 0")

@@ -26,6 +26,14 @@ def print_eval(report: dict, path: Path | None = None) -> None:
     if baseline:
         average.append(_number(report["baseline"]["average"]))
     table.add_row(*average)
+    if "glue_average" in report:
+        table.add_row(
+            "GLUE score",
+            f"{len(report['glue_tasks'])} tasks, MNLI once",
+            _number(report["glue_average"]),
+            "",
+            *([""] if baseline else []),
+        )
     console = Console()
     console.print(table)
     if path is not None:

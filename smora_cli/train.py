@@ -12,14 +12,13 @@ import contextlib
 import json
 import math
 import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from smora_cli import checkpoint as ckpt
-from smora_cli.adapters import adapter_layers, attach, count_parameters, routing_context
+from smora_cli.adapters import attach, count_parameters, routing_context
 from smora_cli.adapters.io import write_adapter
 from smora_cli.adapters.state import (
     aux_losses,
@@ -43,8 +42,9 @@ from smora_cli.models import (
     unwrap,
 )
 from smora_cli.recipe import Recipe, save_resolved
+from smora_cli.utils.accel import make_accelerator
 from smora_cli.utils.fs import atomic_directory
-from smora_cli.utils.log import MetricsLog, collapse_warnings
+from smora_cli.utils.log import MetricsLog, collapse_warnings, quiet_libraries
 
 ADAPTER_DIR = "adapter"
 EVAL_NAME = "eval_results.json"
@@ -73,24 +73,23 @@ def lr_factor(step: int, *, max_steps: int, warmup_steps: int, scheduler: str) -
 
 
 def _accelerator(recipe: Recipe, run_dir: Path):
-    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate import DistributedDataParallelKwargs
     from accelerate.utils import ProjectConfiguration
 
     train = recipe.train
     if train.mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise UserInputError("train.mixed_precision: fp16 needs a GPU; use bf16 or \"no\" on CPU")
+        raise UserInputError('train.mixed_precision: fp16 needs a GPU; use bf16 or "no" on CPU')
     # Dense masked routing keeps every adapter parameter in the graph, so DDP needs no search
     # for unused ones. Buffers are not broadcast: balance biases change identically on every
     # rank (from all-reduced counts), and each rank's pending counts are its own.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=False, broadcast_buffers=False)
-    # Without a GPU, several processes (torchrun, `accelerate launch --multi_gpu`) must still
-    # form a gloo group: Accelerate only does that when told to run on the CPU.
-    cpu_only = not torch.cuda.is_available() and not torch.backends.mps.is_available()
-    return Accelerator(cpu=cpu_only, mixed_precision=train.mixed_precision,
-                       gradient_accumulation_steps=train.grad_accum,
-                       log_with=train.log_with or None,
-                       project_config=ProjectConfiguration(project_dir=str(run_dir)),
-                       kwargs_handlers=[ddp])
+    return make_accelerator(
+        mixed_precision=train.mixed_precision,
+        gradient_accumulation_steps=train.grad_accum,
+        log_with=train.log_with or None,
+        project_config=ProjectConfiguration(project_dir=str(run_dir)),
+        kwargs_handlers=[ddp],
+    )
 
 
 class Trainer:
@@ -101,8 +100,15 @@ class Trainer:
         NonFiniteError: loss or gradients became NaN/inf (names step and module).
     """
 
-    def __init__(self, recipe: Recipe, *, overwrite: bool = False, resume: bool = False,
-                 show_progress: bool = True, echo=print):
+    def __init__(
+        self,
+        recipe: Recipe,
+        *,
+        overwrite: bool = False,
+        resume: bool = False,
+        show_progress: bool = True,
+        echo=print,
+    ):
         self.recipe = recipe
         self.run_dir = recipe.output_dir
         recipe.train.output_dir = str(self.run_dir)
@@ -117,11 +123,12 @@ class Trainer:
     def setup(self) -> None:
         from accelerate.utils import set_seed
 
-        _quiet_libraries()
+        quiet_libraries()
 
         recipe = self.recipe
-        action = ckpt.check_run_dir(self.run_dir, recipe, overwrite=self.overwrite,
-                                    resume=self.resume)
+        action = ckpt.check_run_dir(
+            self.run_dir, recipe, overwrite=self.overwrite, resume=self.resume
+        )
         self.accelerator = accelerator = _accelerator(recipe, self.run_dir)
         if not accelerator.is_main_process:
             self.echo = lambda *args, **kwargs: None
@@ -133,14 +140,24 @@ class Trainer:
         self.tasks = [resolve_task(spec) for spec in recipe.tasks]
         with accelerator.main_process_first():  # the offline suite is materialised once
             self.train_data = [
-                load_task_split(task, "train", task_id=i, text_to_text=self.kind != "classifier",
-                                limit=task.max_train_examples, shuffle_seed=recipe.train.seed)
-                for i, task in enumerate(self.tasks)]
-        self.tokenizer = load_tokenizer(recipe.model.tokenizer or recipe.model.name_or_path,
-                                        kind=self.kind,
-                                        trust_remote_code=recipe.model.trust_remote_code)
-        self.collate = collator_for(self.kind, self.tokenizer, recipe.model.max_length,
-                                    recipe.model.target_max_length)
+                load_task_split(
+                    task,
+                    "train",
+                    task_id=i,
+                    text_to_text=self.kind != "classifier",
+                    limit=task.max_train_examples,
+                    shuffle_seed=recipe.train.seed,
+                )
+                for i, task in enumerate(self.tasks)
+            ]
+        self.tokenizer = load_tokenizer(
+            recipe.model.tokenizer or recipe.model.name_or_path,
+            kind=self.kind,
+            trust_remote_code=recipe.model.trust_remote_code,
+        )
+        self.collate = collator_for(
+            self.kind, self.tokenizer, recipe.model.max_length, recipe.model.target_max_length
+        )
         model = self._build_model()
         self.optimizer = self._optimizer(model)
         self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
@@ -149,22 +166,31 @@ class Trainer:
         self.start_step = self._resume()
         if accelerator.is_main_process:
             save_resolved(recipe, self.run_dir)
-        self.log = MetricsLog(self.run_dir, enabled=accelerator.is_main_process,
-                              start_step=self.start_step)
+        self.log = MetricsLog(
+            self.run_dir, enabled=accelerator.is_main_process, start_step=self.start_step
+        )
         if recipe.train.log_with:
             accelerator.init_trackers(self.run_dir.name, config=_flat(recipe.to_dict()))
 
     def _build_model(self) -> torch.nn.Module:
         recipe = self.recipe
-        base = load_base_model(recipe.model.name_or_path, kind=self.kind, dtype=recipe.model.dtype,
-                               trust_remote_code=recipe.model.trust_remote_code)
+        base = load_base_model(
+            recipe.model.name_or_path,
+            kind=self.kind,
+            dtype=recipe.model.dtype,
+            trust_remote_code=recipe.model.trust_remote_code,
+        )
         if recipe.model.gradient_checkpointing:
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            base.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
         self.adapted = attach(base, recipe.adapter)
         if self.kind != "classifier":
             return base
         num_labels = [0 if t.type == "regression" else t.num_labels for t in self.tasks]
-        return MultiTaskClassifier(base, num_labels, recipe.model.pooling)
+        return MultiTaskClassifier(
+            base, num_labels, recipe.model.pooling, [t.name for t in self.tasks]
+        )
 
     def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
         """AdamW; routers may get their own lr; decay only on matrices (as nanoGPT)."""
@@ -176,8 +202,10 @@ class Trainer:
             lr = train.router_lr if train.router_lr and ".router." in name else train.lr
             decay = train.weight_decay if param.dim() >= 2 else 0.0
             groups.setdefault((lr, decay), []).append(param)
-        param_groups = [{"params": p, "lr": lr, "initial_lr": lr, "weight_decay": wd}
-                        for (lr, wd), p in groups.items()]
+        param_groups = [
+            {"params": p, "lr": lr, "initial_lr": lr, "weight_decay": wd}
+            for (lr, wd), p in groups.items()
+        ]
         return torch.optim.AdamW(param_groups, lr=train.lr)
 
     def _plan(self) -> MixturePlan:
@@ -185,9 +213,14 @@ class Trainer:
         sizes = [len(d) for d in self.train_data]
         rates = mixing_rates(sizes, mixing.strategy, cap=mixing.cap, temperature=mixing.temperature)
         self.rates = dict(zip([t.name for t in self.tasks], rates.tolist(), strict=True))
-        return MixturePlan(sizes, rates, global_batch=train.batch_size * self.accelerator.num_processes,
-                           num_steps=train.max_steps * train.grad_accum, seed=train.seed,
-                           homogeneous=mixing.strategy == "more")
+        return MixturePlan(
+            sizes,
+            rates,
+            global_batch=train.batch_size * self.accelerator.num_processes,
+            num_steps=train.max_steps * train.grad_accum,
+            seed=train.seed,
+            homogeneous=mixing.strategy == "more",
+        )
 
     def _register_checkpoint_hooks(self) -> None:
         """Checkpoints hold adapter weights only, not the frozen base model."""
@@ -213,7 +246,7 @@ class Trainer:
     def _write_adapter(self, directory: Path) -> None:
         write_adapter(self.adapted, directory)
         if self.kind == "classifier":
-            save_heads(unwrap(self.model), directory, [t.name for t in self.tasks])
+            save_heads(unwrap(self.model), directory)
 
     def _resume(self) -> int:
         if not self.resume:
@@ -232,16 +265,20 @@ class Trainer:
     def run(self) -> RunResult:
         self.setup()
         counts = count_parameters(self.adapted)
-        self.echo(f"{self.recipe.adapter.method}: {counts.adapter:,} trainable adapter parameters, "
-                  f"{counts.activated:,} activated per token, base {counts.total - counts.trainable:,}"
-                  f"; tasks {self.rates}")
+        self.echo(
+            f"{self.recipe.adapter.method}: {counts.adapter:,} trainable adapter parameters, "
+            f"{counts.activated:,} activated per token, base {counts.total - counts.trainable:,}"
+            f"; tasks {self.rates}"
+        )
         baseline = self._evaluate() if self.recipe.eval.baseline and self.start_step == 0 else None
         with self._signals():
             step = self._loop()
         if self.stop_signal is not None:
             code = 128 + self.stop_signal
-            self.echo(f"stopped by signal {self.stop_signal} at step {step}; checkpoint saved; "
-                      f"continue with --resume")
+            self.echo(
+                f"stopped by signal {self.stop_signal} at step {step}; checkpoint saved; "
+                f"continue with --resume"
+            )
             return RunResult(self.run_dir, None, step, "interrupted", code)
         adapter_dir = self._save_final()
         results = self._evaluate() if self.recipe.eval.at_end else None
@@ -257,8 +294,9 @@ class Trainer:
         progress = self._progress()
         step = self.start_step
         while step < train.max_steps and self.stop_signal is None:
-            factor = lr_factor(step, max_steps=train.max_steps, warmup_steps=warmup,
-                               scheduler=train.scheduler)
+            factor = lr_factor(
+                step, max_steps=train.max_steps, warmup_steps=warmup, scheduler=train.scheduler
+            )
             for group in self.optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * factor
             stats = self._optimizer_step(step)
@@ -268,7 +306,9 @@ class Trainer:
                 self._log(step, progress)
             progress.update(1)
             self._sync_stop_signal()
-            if step % train.save_steps == 0 or (self.stop_signal is not None and step < train.max_steps):
+            if step % train.save_steps == 0 or (
+                self.stop_signal is not None and step < train.max_steps
+            ):
                 self._save_checkpoint(step)
         progress.close()
         return step
@@ -283,8 +323,12 @@ class Trainer:
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             # accumulate(): no gradient sync until the last micro-batch, loss divided by
             # grad_accum; DeepSpeed steps its engine at the same boundary.
-            with accelerator.accumulate(self.model), routing_context(
-                    self.model, task_ids=batch["task_ids"], token_masks=_token_masks(batch)):
+            with (
+                accelerator.accumulate(self.model),
+                routing_context(
+                    self.model, task_ids=batch["task_ids"], token_masks=_token_masks(batch)
+                ),
+            ):
                 with accelerator.autocast():
                     losses, weights = example_losses(self.model, batch, self.kind)
                     loss = losses.sum() / weights.sum().clamp_min(1.0)
@@ -304,8 +348,9 @@ class Trainer:
 
     def _batch(self, micro_step: int) -> dict:
         accelerator = self.accelerator
-        pairs = self.plan.batch(micro_step, rank=accelerator.process_index,
-                                world_size=accelerator.num_processes)
+        pairs = self.plan.batch(
+            micro_step, rank=accelerator.process_index, world_size=accelerator.num_processes
+        )
         return self.collate([self.train_data[task][index] for task, index in pairs])
 
     def _clip(self) -> float:
@@ -320,22 +365,30 @@ class Trainer:
         culprit = "unknown module"
         for name, param in unwrap(self.model).named_parameters():
             grad = param.grad
-            if not torch.isfinite(param).all() or (grad is not None and not torch.isfinite(grad).all()):
+            if not torch.isfinite(param).all() or (
+                grad is not None and not torch.isfinite(grad).all()
+            ):
                 culprit = name
                 break
         latest = ckpt.latest_checkpoint(self.run_dir)
         kept = f"last good checkpoint: {latest[1]}" if latest else "no checkpoint was written yet"
-        return (f"non-finite training at step {step} (loss {loss}, grad norm {norm}); first "
-                f"non-finite parameter or gradient: {culprit}; {kept}. Lower train.lr or set "
-                "train.max_grad_norm")
+        return (
+            f"non-finite training at step {step} (loss {loss}, grad norm {norm}); first "
+            f"non-finite parameter or gradient: {culprit}; {kept}. Lower train.lr or set "
+            "train.max_grad_norm"
+        )
 
     # ---------------------------------------------------------------- logging
     def _progress(self):
         from tqdm.auto import tqdm
 
-        return tqdm(total=self.recipe.train.max_steps, initial=self.start_step, unit="step",
-                    disable=not (self.show_progress and self.accelerator.is_main_process),
-                    dynamic_ncols=True)
+        return tqdm(
+            total=self.recipe.train.max_steps,
+            initial=self.start_step,
+            unit="step",
+            disable=not (self.show_progress and self.accelerator.is_main_process),
+            dynamic_ncols=True,
+        )
 
     def _log(self, step: int, progress) -> None:
         stats = router_stats(self.adapted)
@@ -346,11 +399,15 @@ class Trainer:
             if layer not in self.collapsed:  # once per layer; metrics.jsonl has every step
                 self.collapsed.add(layer)
                 self.echo(f"warning (step {step}): {warning}")
-        progress.set_postfix(loss=f"{entry['loss']:.4f}", lr=f"{entry['lr']:.2e}",
-                             tok_s=f"{entry['tokens_per_s']:.0f}")
+        progress.set_postfix(
+            loss=f"{entry['loss']:.4f}",
+            lr=f"{entry['lr']:.2e}",
+            tok_s=f"{entry['tokens_per_s']:.0f}",
+        )
         if self.recipe.train.log_with:
-            self.accelerator.log({k: v for k, v in entry.items() if isinstance(v, int | float)},
-                                 step=step)
+            self.accelerator.log(
+                {k: v for k, v in entry.items() if isinstance(v, int | float)}, step=step
+            )
 
     # ------------------------------------------------------------- checkpoints
     def _save_checkpoint(self, step: int) -> None:
@@ -386,26 +443,41 @@ class Trainer:
         from smora_cli.evaluation.scoring import Scorer
 
         recipe = self.recipe
-        scorer = Scorer(self.model, self.kind, self.tokenizer, max_length=recipe.model.max_length,
-                        target_max_length=recipe.model.target_max_length)
+        scorer = Scorer(
+            self.model,
+            self.kind,
+            self.tokenizer,
+            max_length=recipe.model.max_length,
+            target_max_length=recipe.model.target_max_length,
+        )
         results = {}
         for i, task in enumerate(self.tasks):
-            data = load_task_split(task, recipe.eval.split, task_id=i,
-                                   text_to_text=self.kind != "classifier",
-                                   limit=recipe.eval.limit or task.max_eval_examples)
-            result = evaluate_task(scorer, data, batch_size=recipe.eval.batch_size,
-                                   accelerator=self.accelerator)
+            data = load_task_split(
+                task,
+                recipe.eval.split,
+                task_id=i,
+                text_to_text=self.kind != "classifier",
+                limit=recipe.eval.limit or task.max_eval_examples,
+            )
+            result = evaluate_task(
+                scorer, data, batch_size=recipe.eval.batch_size, accelerator=self.accelerator
+            )
             results[task.name] = {"metrics": result.metrics, "score": result.score, "n": result.n}
         return results
 
     def _write_eval(self, results: dict | None, baseline: dict | None) -> dict | None:
         if results is None:
             return None
-        report = {"split": self.recipe.eval.split, "tasks": results,
-                  "average": sum(r["score"] for r in results.values()) / len(results)}
+        report = {
+            "split": self.recipe.eval.split,
+            "tasks": results,
+            "average": sum(r["score"] for r in results.values()) / len(results),
+        }
         if baseline is not None:
-            report["baseline"] = {"tasks": baseline, "average": sum(
-                r["score"] for r in baseline.values()) / len(baseline)}
+            report["baseline"] = {
+                "tasks": baseline,
+                "average": sum(r["score"] for r in baseline.values()) / len(baseline),
+            }
         report = json_safe(report)
         if self.accelerator.is_main_process:
             path = self.run_dir / EVAL_NAME
@@ -438,16 +510,6 @@ class Trainer:
         self.stop_signal = int(flag.item()) or None
 
 
-def _quiet_libraries() -> None:
-    """datasets/transformers progress bars (split generation, weight loading) are noise here."""
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-
-
 def _token_masks(batch: dict) -> tuple[torch.Tensor, ...]:
     masks = [batch["attention_mask"]]
     if "decoder_attention_mask" in batch:
@@ -457,8 +519,9 @@ def _token_masks(batch: dict) -> tuple[torch.Tensor, ...]:
 
 def _accumulate(totals, loss, losses, weights, task_ids, tasks, aux) -> None:
     totals["loss"] += float(loss.detach())
-    for task_id, value, weight in zip(task_ids.tolist(), losses.detach().tolist(),
-                                      weights.tolist(), strict=True):
+    for task_id, value, weight in zip(
+        task_ids.tolist(), losses.detach().tolist(), weights.tolist(), strict=True
+    ):
         name = tasks[task_id].name
         totals["task_loss"][name] = totals["task_loss"].get(name, 0.0) + value
         totals["task_count"][name] = totals["task_count"].get(name, 0.0) + weight
@@ -478,8 +541,15 @@ def _flat(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def run(recipe: Recipe, *, overwrite: bool = False, resume: bool = False,
-        show_progress: bool = True, echo=print) -> RunResult:
+def run(
+    recipe: Recipe,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    show_progress: bool = True,
+    echo=print,
+) -> RunResult:
     """Train `recipe` end to end; see `Trainer`."""
-    return Trainer(recipe, overwrite=overwrite, resume=resume, show_progress=show_progress,
-                   echo=echo).run()
+    return Trainer(
+        recipe, overwrite=overwrite, resume=resume, show_progress=show_progress, echo=echo
+    ).run()

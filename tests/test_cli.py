@@ -38,14 +38,22 @@ def test_help_is_fast_and_imports_no_torch():
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("content,message", [
-    ("model: [unclosed\n", "malformed YAML at line"),
-    ("- just\n- a list\n", "a recipe must be a mapping"),
-    ("model: {name_or_path: m}\nadapter: {method: smora, r: 8, k: 99}\n"
-     "tasks: [{name: t, source: builtin:sentiment}]\n", "adapter.k: (activated rank) must be <= r"),
-    ("model: {name_or_path: m}\nadapter: {method: wizard}\ntasks: [{name: t, source: builtin:sentiment}]\n",
-     "adapter.method: must be one of"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("model: [unclosed\n", "malformed YAML at line"),
+        ("- just\n- a list\n", "a recipe must be a mapping"),
+        (
+            "model: {name_or_path: m}\nadapter: {method: smora, r: 8, k: 99}\n"
+            "tasks: [{name: t, source: builtin:sentiment}]\n",
+            "adapter.k: (activated rank) must be <= r",
+        ),
+        (
+            "model: {name_or_path: m}\nadapter: {method: wizard}\ntasks: [{name: t, source: builtin:sentiment}]\n",
+            "adapter.method: must be one of",
+        ),
+    ],
+)
 def test_bad_recipes_exit_2_with_one_message(monkeypatch, capsys, tmp_path, content, message):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(content)
@@ -86,7 +94,10 @@ def test_training_failure_exits_1(monkeypatch, capsys, tmp_path, encoder_dir):
     data = classifier_recipe(encoder_dir, tmp_path / "data", tmp_path / "run")
     data["tasks"][1]["source"] = str(tmp_path / "huge")
     (tmp_path / "huge").mkdir()
-    (tmp_path / "huge" / "train.jsonl").write_text('{"text": "a", "text_b": "b", "label": 3e38}\n' * 8)
-    code, _, err = smora(monkeypatch, capsys, "train", write_recipe(tmp_path / "r.yaml", data),
-                         "--quiet")
+    (tmp_path / "huge" / "train.jsonl").write_text(
+        '{"text": "a", "text_b": "b", "label": 3e38}\n' * 8
+    )
+    code, _, err = smora(
+        monkeypatch, capsys, "train", write_recipe(tmp_path / "r.yaml", data), "--quiet"
+    )
     assert code == 1 and "non-finite training at step" in err and "Traceback" not in err

@@ -18,8 +18,15 @@ from tests.fixtures import classifier_recipe
 
 def test_two_processes_equal_one(tmp_path, encoder_dir):
     # Gradient accumulation too: each rank's expert counts must survive both micro-batches.
-    one = classifier_recipe(encoder_dir, tmp_path / "data", tmp_path / "one", batch_size=4,
-                            grad_accum=2, max_steps=4, save_steps=2)
+    one = classifier_recipe(
+        encoder_dir,
+        tmp_path / "data",
+        tmp_path / "one",
+        batch_size=4,
+        grad_accum=2,
+        max_steps=4,
+        save_steps=2,
+    )
     one["adapter"]["balance_rate"] = 0.01
     run(recipe_from_dict(one), show_progress=False, echo=lambda *_: None)
     two = json.loads(json.dumps(one))
@@ -27,10 +34,29 @@ def test_two_processes_equal_one(tmp_path, encoder_dir):
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(two))
     launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
     done = subprocess.run(
-        [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "smora_cli", "train",
-         str(tmp_path / "two.yaml"), "--quiet"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        [
+            launcher,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "smora_cli",
+            "train",
+            str(tmp_path / "two.yaml"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("adapter written to") == 1, "only the main process reports"
 

@@ -30,8 +30,10 @@ def problems_of(tmp_path, data, overrides=()):
 
 
 def test_valid_recipe_and_overrides(tmp_path):
-    recipe = recipe_from_dict(base(tmp_path), ["train.lr=1e-4", "adapter.k=4", "tasks.0.name=s",
-                                               "mixing.strategy=uniform"])
+    recipe = recipe_from_dict(
+        base(tmp_path),
+        ["train.lr=1e-4", "adapter.k=4", "tasks.0.name=s", "mixing.strategy=uniform"],
+    )
     assert recipe.train.lr == 1e-4  # YAML 1.1 reads 1e-4 as a string; we accept it as a number
     assert recipe.adapter.k == 4 and recipe.tasks[0].name == "s"
     assert recipe.mixing.strategy == "uniform"
@@ -48,42 +50,47 @@ def test_peft_alias_keys(tmp_path):
     assert any("either alpha or lora_alpha" in p for p in problems_of(tmp_path, data))
 
 
-@pytest.mark.parametrize("edit,expected", [
-    (["adapter.k=16"], "adapter.k: (activated rank) must be <= r (8), got 16"),
-    (["adapter.method=magic"], "adapter.method: must be one of"),
-    (["adapter.expert_rank=3"], "adapter.r: (8) must be divisible by expert_rank (3)"),
-    (["adapter.r=eight"], "adapter.r: expected an integer, got 'eight' (str)"),
-    (["train.lr=fast"], "train.lr: expected a number, got 'fast'"),
-    (["train.max_steps=0"], "train.max_steps: must be >= 1"),
-    (["train.batch_sise=4"], "train.batch_sise: unknown key (did you mean 'batch_size'?)"),
-    (["trian.lr=1"], "trian: unknown key (did you mean 'train'?)"),
-    (["mixing.strategy=capped"], "mixing.cap: the capped strategy needs a positive cap K"),
-    (["mixing.strategy=random"], "mixing.strategy: expected one of"),
-    (["tasks.0.source=builtin:nope"], "tasks.0.source: unknown builtin task 'nope'"),
-    (["tasks.0.source=glue:nope"], "tasks.0.source: unknown GLUE task 'nope'"),
-    (["tasks.0.source=./missing.jsonl"], "tasks.0.source: ./missing.jsonl does not exist"),
-    (["tasks.0.metric=bleu"], "tasks.0.metric: unknown metric 'bleu'"),
-    (["tasks.0.labels=[x]"], "tasks.0.labels: a classification task declares its label names"),
-    (["tasks.0.prompt=review {nope}"], "tasks.0.prompt: placeholders ['nope']"),
-    (["tasks.3.name=x"], "override tasks.3.name: tasks.3 is not an index of a 1-item list"),
-    (["train.lr"], "override 'train.lr' must look like key.path=value"),
-    (["model.kind=robot"], "model.kind: expected one of 'classifier', 'causal-lm', 'seq2seq'"),
-])
+@pytest.mark.parametrize(
+    "edit,expected",
+    [
+        (["adapter.k=16"], "adapter.k: (activated rank) must be <= r (8), got 16"),
+        (["adapter.method=magic"], "adapter.method: must be one of"),
+        (["adapter.expert_rank=3"], "adapter.r: (8) must be divisible by expert_rank (3)"),
+        (["adapter.r=eight"], "adapter.r: expected an integer, got 'eight' (str)"),
+        (["train.lr=fast"], "train.lr: expected a number, got 'fast'"),
+        (["train.max_steps=0"], "train.max_steps: must be >= 1"),
+        (["train.batch_sise=4"], "train.batch_sise: unknown key (did you mean 'batch_size'?)"),
+        (["trian.lr=1"], "trian: unknown key (did you mean 'train'?)"),
+        (["mixing.strategy=capped"], "mixing.cap: the capped strategy needs a positive cap K"),
+        (["mixing.strategy=random"], "mixing.strategy: expected one of"),
+        (["tasks.0.source=builtin:nope"], "tasks.0.source: unknown builtin task 'nope'"),
+        (["tasks.0.source=glue:nope"], "tasks.0.source: unknown GLUE task 'nope'"),
+        (["tasks.0.source=./missing.jsonl"], "tasks.0.source: ./missing.jsonl does not exist"),
+        (["tasks.0.metric=bleu"], "tasks.0.metric: unknown metric 'bleu'"),
+        (["tasks.0.labels=[x]"], "tasks.0.labels: a classification task declares its label names"),
+        (["tasks.0.prompt=review {nope}"], "tasks.0.prompt: placeholders ['nope']"),
+        (["tasks.3.name=x"], "override tasks.3.name: tasks.3 is not an index of a 1-item list"),
+        (["train.lr"], "override 'train.lr' must look like key.path=value"),
+        (["model.kind=robot"], "model.kind: expected one of 'classifier', 'causal-lm', 'seq2seq'"),
+    ],
+)
 def test_invalid_values_name_their_key(tmp_path, edit, expected):
     problems = problems_of(tmp_path, base(tmp_path), edit)
     assert any(expected in p for p in problems), problems
 
 
 def test_all_problems_reported_at_once(tmp_path):
-    problems = problems_of(tmp_path, base(tmp_path), ["train.lr=x", "train.batch_size=y",
-                                                      "eval.spilt=test"])
+    problems = problems_of(
+        tmp_path, base(tmp_path), ["train.lr=x", "train.batch_size=y", "eval.spilt=test"]
+    )
     assert len(problems) == 3
 
 
 def test_structural_errors(tmp_path):
     assert "at least one task" in problems_of(tmp_path, {"model": {"name_or_path": "m"}})[0]
-    assert "must be a mapping of sections" in str(pytest.raises(
-        RecipeError, recipe_from_dict, [1, 2]).value)
+    assert "must be a mapping of sections" in str(
+        pytest.raises(RecipeError, recipe_from_dict, [1, 2]).value
+    )
     data = base(tmp_path)
     data["tasks"].append(dict(data["tasks"][0]))
     assert any("appears more than once" in p for p in problems_of(tmp_path, data))
@@ -153,6 +160,8 @@ def test_cluster_scripts_are_well_formed():
     scripts = CONFIGS.parent / "scripts"
     for script in scripts.glob("*.sh"):
         assert subprocess.run(["bash", "-n", str(script)]).returncode == 0, script
-    kinds = {yaml.safe_load(p.read_text())["distributed_type"]
-             for p in (scripts / "accelerate").glob("*.yaml")}
+    kinds = {
+        yaml.safe_load(p.read_text())["distributed_type"]
+        for p in (scripts / "accelerate").glob("*.yaml")
+    }
     assert kinds == {"MULTI_GPU", "FSDP", "DEEPSPEED"}

@@ -18,8 +18,9 @@ from tests.fixtures import classifier_recipe, write_jsonl
 
 
 def train(data: dict, overrides=(), **kwargs):
-    return run(recipe_from_dict(data, list(overrides)), show_progress=False, echo=lambda *_: None,
-               **kwargs)
+    return run(
+        recipe_from_dict(data, list(overrides)), show_progress=False, echo=lambda *_: None, **kwargs
+    )
 
 
 def adapter_tensors(run_dir):
@@ -31,7 +32,12 @@ def test_classifier_run_writes_everything(tmp_path, encoder_dir):
     result = train(classifier_recipe(encoder_dir, tmp_path / "data", out, save_total_limit=1))
     assert result.status == "completed" and result.step == 6
     assert sorted(p.name for p in out.iterdir()) == [
-        "adapter", "checkpoints", "eval_results.json", "metrics.jsonl", "resolved_recipe.yaml"]
+        "adapter",
+        "checkpoints",
+        "eval_results.json",
+        "metrics.jsonl",
+        "resolved_recipe.yaml",
+    ]
     assert [step for step, _ in checkpoint_dirs(out)] == [6]  # save_total_limit=1 rotated 3
     entries = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in entries] == [2, 4, 6]
@@ -45,19 +51,33 @@ def test_classifier_run_writes_everything(tmp_path, encoder_dir):
     # The saved adapter + heads reproduce the trained model on a fresh base model.
     encoder = load_adapter(load_base_model(str(encoder_dir), kind="classifier"), out / "adapter")
     model = load_heads(encoder, out / "adapter").eval()
-    from smora_cli.data.collate import ClassifierCollator
     from transformers import AutoTokenizer
 
+    from smora_cli.data.collate import ClassifierCollator
+
     batch = ClassifierCollator(AutoTokenizer.from_pretrained(encoder_dir), 32)(
-        [{"text": "good movie", "text_b": None, "label": 1, "task_id": 0}])
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   token_type_ids=batch["token_type_ids"], task_ids=batch["task_ids"])
+        [{"text": "good movie", "text_b": None, "label": 1, "task_id": 0}]
+    )
+    logits = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        token_type_ids=batch["token_type_ids"],
+        task_ids=batch["task_ids"],
+    )
     assert logits.shape == (1, 2) and torch.isfinite(logits).all()
 
 
 def test_training_learns_the_easy_task(tmp_path, encoder_dir):
-    data = classifier_recipe(encoder_dir, tmp_path / "data", tmp_path / "run", max_steps=60,
-                             batch_size=8, lr=1e-2, save_steps=100, log_steps=10)
+    data = classifier_recipe(
+        encoder_dir,
+        tmp_path / "data",
+        tmp_path / "run",
+        max_steps=60,
+        batch_size=8,
+        lr=1e-2,
+        save_steps=100,
+        log_steps=10,
+    )
     data["tasks"] = data["tasks"][:1]
     data["adapter"] = {"method": "lora", "r": 4, "alpha": 8}
     data["eval"]["baseline"] = True
@@ -93,14 +113,17 @@ def test_resume_matches_uninterrupted_run_bitwise(tmp_path, encoder_dir, monkeyp
     assert got.keys() == expected.keys()
     for key in expected:
         assert torch.equal(got[key], expected[key]), key
-    steps = [json.loads(line)["step"] for line in
-             (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    steps = [
+        json.loads(line)["step"]
+        for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert steps == [2, 4, 6]
 
 
 def test_existing_run_is_protected(tmp_path, encoder_dir):
-    recipe = classifier_recipe(encoder_dir, tmp_path / "data", tmp_path / "run", max_steps=2,
-                               save_steps=2)
+    recipe = classifier_recipe(
+        encoder_dir, tmp_path / "data", tmp_path / "run", max_steps=2, save_steps=2
+    )
     recipe["eval"]["at_end"] = False
     train(recipe)
     with pytest.raises(UserInputError, match="already holds a run; pass --resume"):
@@ -119,10 +142,13 @@ def test_existing_run_is_protected(tmp_path, encoder_dir):
 
 def test_non_finite_loss_stops_with_the_step(tmp_path, encoder_dir):
     recipe = classifier_recipe(encoder_dir, tmp_path / "data", tmp_path / "run", save_steps=1)
-    write_jsonl(tmp_path / "data" / "sim" / "train.jsonl",
-                [{"text": "a", "text_b": "b", "label": 3e38}] * 8)
+    write_jsonl(
+        tmp_path / "data" / "sim" / "train.jsonl", [{"text": "a", "text_b": "b", "label": 3e38}] * 8
+    )
     recipe["tasks"] = recipe["tasks"][1:]
-    with pytest.raises(NonFiniteError, match="non-finite training at step 1 .*gradient: encoder[.]encoder[.]layer"):
+    with pytest.raises(
+        NonFiniteError, match="non-finite training at step 1 .*gradient: encoder[.]encoder[.]layer"
+    ):
         train(recipe)
     assert checkpoint_dirs(tmp_path / "run") == []
 

@@ -17,43 +17,70 @@ def lm_recipe(model_dir, tmp_path, kind, adapter):
     write_jsonl(gen / "train.jsonl", rows)
     write_jsonl(gen / "validation.jsonl", rows[:8])
     return {
-        "model": {"name_or_path": str(model_dir), "kind": kind, "max_length": 48,
-                  "target_max_length": 6},
+        "model": {
+            "name_or_path": str(model_dir),
+            "kind": kind,
+            "max_length": 48,
+            "target_max_length": 6,
+        },
         "adapter": adapter,
         "tasks": [
-            {"name": "sent", "source": str(task_folder(tmp_path / "data", "sent", sentiment_rows)),
-             "labels": ["negative", "positive"]},
-            {"name": "sim", "source": str(task_folder(tmp_path / "data", "sim", similarity_rows)),
-             "text": ["text", "text_b"], "metric": "pearson"},
+            {
+                "name": "sent",
+                "source": str(task_folder(tmp_path / "data", "sent", sentiment_rows)),
+                "labels": ["negative", "positive"],
+            },
+            {
+                "name": "sim",
+                "source": str(task_folder(tmp_path / "data", "sim", similarity_rows)),
+                "text": ["text", "text_b"],
+                "metric": "pearson",
+            },
             {"name": "echo", "source": str(gen), "target": "answer", "prompt": "{text}"},
         ],
         "mixing": {"strategy": "more" if adapter["method"] == "more" else "uniform"},
-        "train": {"output_dir": str(tmp_path / "run"), "max_steps": 4, "batch_size": 4,
-                  "lr": 1e-3, "save_steps": 2, "log_steps": 2},
+        "train": {
+            "output_dir": str(tmp_path / "run"),
+            "max_steps": 4,
+            "batch_size": 4,
+            "lr": 1e-3,
+            "save_steps": 2,
+            "log_steps": 2,
+        },
         "eval": {"batch_size": 8, "limit": 8},
     }
 
 
-@pytest.mark.parametrize("kind,adapter", [
-    ("causal-lm", {"method": "smora", "r": 8, "k": 2}),
-    ("causal-lm", {"method": "flylora", "r": 8, "k": 2}),
-    ("seq2seq", {"method": "more", "r": 4}),
-    ("seq2seq", {"method": "hydra", "r": 4}),
-])
+@pytest.mark.parametrize(
+    "kind,adapter",
+    [
+        ("causal-lm", {"method": "smora", "r": 8, "k": 2}),
+        ("causal-lm", {"method": "flylora", "r": 8, "k": 2}),
+        ("seq2seq", {"method": "more", "r": 4}),
+        ("seq2seq", {"method": "hydra", "r": 4}),
+    ],
+)
 def test_text_to_text_runs(tmp_path, kind, adapter, decoder_dir, seq2seq_dir):
     model_dir = decoder_dir if kind == "causal-lm" else seq2seq_dir
-    result = run(recipe_from_dict(lm_recipe(model_dir, tmp_path, kind, adapter)),
-                 show_progress=False, echo=lambda *_: None)
+    result = run(
+        recipe_from_dict(lm_recipe(model_dir, tmp_path, kind, adapter)),
+        show_progress=False,
+        echo=lambda *_: None,
+    )
     report = json.loads((tmp_path / "run" / "eval_results.json").read_text())
     assert report == result.eval
     assert set(report["tasks"]["sent"]["metrics"]) == {"accuracy"}
     assert set(report["tasks"]["sim"]["metrics"]) == {"pearson", "spearmanr"}
     assert set(report["tasks"]["echo"]["metrics"]) == {"exact_match", "rougeL"}
     assert all(r["n"] == 8 for r in report["tasks"].values())
-    entries = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    entries = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
     if adapter["method"] == "more":
         assert "contrastive" in entries[-1]["aux"]
-        model = load_adapter(load_base_model(str(model_dir), kind=kind), tmp_path / "run" / "adapter")
+        model = load_adapter(
+            load_base_model(str(model_dir), kind=kind), tmp_path / "run" / "adapter"
+        )
         ranks = rank_map(model)
         assert set(ranks) == {"sent", "sim", "echo"}
         assert all(1 <= r <= 4 for per_layer in ranks.values() for r in per_layer.values())

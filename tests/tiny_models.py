@@ -19,9 +19,15 @@ VOCAB = 101
 
 def llama(seed: int = 0, layers: int = 2) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=64)
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -33,16 +39,30 @@ def gpt2(seed: int = 0) -> GPT2LMHeadModel:
 
 def bert(seed: int = 0) -> BertForSequenceClassification:
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=4, intermediate_size=48, num_labels=3,
-                        max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        num_labels=3,
+        max_position_embeddings=64,
+    )
     return BertForSequenceClassification(config).eval()
 
 
 def t5(seed: int = 0) -> T5ForConditionalGeneration:
     torch.manual_seed(seed)
-    config = T5Config(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=48, num_layers=2,
-                      num_decoder_layers=2, num_heads=4, decoder_start_token_id=0)
+    config = T5Config(
+        vocab_size=VOCAB,
+        d_model=32,
+        d_kv=8,
+        d_ff=48,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        decoder_start_token_id=0,
+    )
     return T5ForConditionalGeneration(config).eval()
 
 

@@ -112,16 +112,26 @@ class AdapterConfig:
         if self.method == "hydra" and self.num_experts is not None and self.num_experts < 2:
             out.append(("num_experts", f"hydra needs at least 2 B heads, got {self.num_experts}"))
         if self.method != "hydra" and self.num_experts not in (None, self.num_expert_blocks):
-            out.append(("num_experts", f"is r/expert_rank = {self.num_expert_blocks} for "
-                        f"{self.method}; leave it unset, got {self.num_experts}"))
+            out.append(
+                (
+                    "num_experts",
+                    f"is r/expert_rank = {self.num_expert_blocks} for "
+                    f"{self.method}; leave it unset, got {self.num_experts}",
+                )
+            )
         return out
 
     def _rank_problems(self) -> list[tuple[str, str]]:
         r, k, p = self.r, self.k, self.expert_rank
         if self.method in TOKEN_ROUTED:
             if k is None:
-                return [("k", f"(activated rank) is required for method {self.method!r}, "
-                         f"e.g. k: {max(1, r // 8)} with r: {r}")]
+                return [
+                    (
+                        "k",
+                        f"(activated rank) is required for method {self.method!r}, "
+                        f"e.g. k: {max(1, r // 8)} with r: {r}",
+                    )
+                ]
             if k > r:
                 return [("k", f"(activated rank) must be <= r ({r}), got {k}")]
             if self.method == "flylora" and p != 1:
@@ -132,8 +142,13 @@ class AdapterConfig:
                 return [("k", f"({k}) must be divisible by expert_rank ({p})")]
             return []
         if k is not None and k != r:
-            return [("k", f"must equal r ({r}) for method {self.method!r}, which activates "
-                     f"every rank; got {k}")]
+            return [
+                (
+                    "k",
+                    f"must equal r ({r}) for method {self.method!r}, which activates "
+                    f"every rank; got {k}",
+                )
+            ]
         if p != 1:
             return [("expert_rank", f"must be 1 for method {self.method!r}, got {p}")]
         return []

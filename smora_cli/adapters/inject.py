@@ -70,14 +70,19 @@ def find_targets(model: nn.Module, config: AdapterConfig) -> list[str]:
                 chosen.append(path)
         elif _matches(path, targets):
             if linear_shape(module) is None:
-                raise AdapterError(f"target module {path!r} is a {type(module).__name__}; smora "
-                                   "adapts nn.Linear and Conv1D layers only")
+                raise AdapterError(
+                    f"target module {path!r} is a {type(module).__name__}; smora "
+                    "adapts nn.Linear and Conv1D layers only"
+                )
             chosen.append(path)
     if not chosen:
-        names = sorted({p.rsplit(".", 1)[-1] for p, m in model.named_modules()
-                        if linear_shape(m) is not None})
-        raise AdapterError(f"target_modules={targets!r} matched no module; linear layers in "
-                           f"this model are named: {', '.join(names) or 'none'}")
+        names = sorted(
+            {p.rsplit(".", 1)[-1] for p, m in model.named_modules() if linear_shape(m) is not None}
+        )
+        raise AdapterError(
+            f"target_modules={targets!r} matched no module; linear layers in "
+            f"this model are named: {', '.join(names) or 'none'}"
+        )
     return chosen
 
 
@@ -107,8 +112,12 @@ def attach(model: nn.Module, config: AdapterConfig) -> nn.Module:
 
 
 @contextlib.contextmanager
-def routing_context(model: nn.Module, *, task_ids: Tensor | int | None = None,
-                    token_masks: tuple[Tensor, ...] | Tensor | None = None) -> Iterator[None]:
+def routing_context(
+    model: nn.Module,
+    *,
+    task_ids: Tensor | int | None = None,
+    token_masks: tuple[Tensor, ...] | Tensor | None = None,
+) -> Iterator[None]:
     """Give every adapter layer the routing inputs of one call, removed again on exit.
 
     Args:
@@ -182,6 +191,10 @@ def count_parameters(model: nn.Module) -> ParameterCounts:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     layers = [layer for _, layer in adapter_layers(model)]
-    adapter = sum(p.numel() for layer in layers for n, p in layer.named_parameters()
-                  if p.requires_grad and not n.startswith("base_layer."))
+    adapter = sum(
+        p.numel()
+        for layer in layers
+        for n, p in layer.named_parameters()
+        if p.requires_grad and not n.startswith("base_layer.")
+    )
     return ParameterCounts(total, trainable, adapter, sum(_activated(layer) for layer in layers))

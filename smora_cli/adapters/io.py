@@ -31,8 +31,15 @@ SMORA_PEFT_TYPE = "SMORA"
 # Our field names -> PEFT's, where PEFT has one.
 PEFT_NAMES = {"alpha": "lora_alpha", "dropout": "lora_dropout"}
 # PEFT LoRA features smora does not implement: a PEFT adapter using one is refused.
-UNSUPPORTED_PEFT = {"use_dora": False, "rank_pattern": {}, "alpha_pattern": {}, "lora_bias": False,
-                    "layers_to_transform": None, "modules_to_save": None, "bias": "none"}
+UNSUPPORTED_PEFT = {
+    "use_dora": False,
+    "rank_pattern": {},
+    "alpha_pattern": {},
+    "lora_bias": False,
+    "layers_to_transform": None,
+    "modules_to_save": None,
+    "bias": "none",
+}
 
 
 def _tensor_key(layer_path: str, name: str) -> str:
@@ -86,8 +93,11 @@ def write_adapter(model: nn.Module, directory: str | os.PathLike) -> None:
     """Write the adapter files into an existing directory (see `save_adapter`)."""
     directory = Path(directory)
     (directory / CONFIG_NAME).write_text(json.dumps(config_to_file(model), indent=2) + "\n")
-    save_file(adapter_state_dict(model), str(directory / WEIGHTS_NAME),
-              metadata={"format": "pt", "smora_version": __version__})
+    save_file(
+        adapter_state_dict(model),
+        str(directory / WEIGHTS_NAME),
+        metadata={"format": "pt", "smora_version": __version__},
+    )
 
 
 def save_adapter(model: nn.Module, directory: str | os.PathLike) -> Path:
@@ -112,8 +122,10 @@ def read_adapter_config(directory: str | os.PathLike) -> AdapterConfig:
     if not directory.is_dir():
         raise AdapterError(f"adapter directory {directory} does not exist")
     if not config_path.is_file() or not (directory / WEIGHTS_NAME).is_file():
-        raise AdapterError(f"{directory} is not an adapter directory: it needs {CONFIG_NAME} and "
-                           f"{WEIGHTS_NAME} (as written by `smora train` or PEFT)")
+        raise AdapterError(
+            f"{directory} is not an adapter directory: it needs {CONFIG_NAME} and "
+            f"{WEIGHTS_NAME} (as written by `smora train` or PEFT)"
+        )
     try:
         data = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -124,14 +136,21 @@ def read_adapter_config(directory: str | os.PathLike) -> AdapterConfig:
     if peft_type == "LORA":
         return _config_from_peft_lora(data, config_path)
     if peft_type != SMORA_PEFT_TYPE:
-        raise AdapterError(f"{config_path}: peft_type {peft_type!r} is not an adapter smora can "
-                           "load (LORA or SMORA)")
+        raise AdapterError(
+            f"{config_path}: peft_type {peft_type!r} is not an adapter smora can "
+            "load (LORA or SMORA)"
+        )
     if data.get("method") not in METHODS:
-        raise AdapterError(f"{config_path}: unknown method {data.get('method')!r}; known: "
-                           f"{', '.join(METHODS)}")
-    fields = {key: value for key, value in data.items() if key not in ("peft_type", "smora_version")}
-    fields = {next((k for k, v in PEFT_NAMES.items() if v == key), key): value
-              for key, value in fields.items()}
+        raise AdapterError(
+            f"{config_path}: unknown method {data.get('method')!r}; known: {', '.join(METHODS)}"
+        )
+    fields = {
+        key: value for key, value in data.items() if key not in ("peft_type", "smora_version")
+    }
+    fields = {
+        next((k for k, v in PEFT_NAMES.items() if v == key), key): value
+        for key, value in fields.items()
+    }
     try:
         return AdapterConfig.from_dict(fields)
     except (AdapterError, TypeError) as e:
@@ -142,21 +161,27 @@ def _config_from_peft_lora(data: dict[str, Any], config_path: Path) -> AdapterCo
     for key, neutral in UNSUPPORTED_PEFT.items():
         value = data.get(key, neutral)
         if value and value != neutral:
-            raise AdapterError(f"{config_path}: PEFT option {key}={data[key]!r} is not supported "
-                               "by smora")
+            raise AdapterError(
+                f"{config_path}: PEFT option {key}={data[key]!r} is not supported by smora"
+            )
     try:
         return AdapterConfig(
-            method="lora", r=data["r"], alpha=data.get("lora_alpha", 8),
-            dropout=data.get("lora_dropout", 0.0), target_modules=data["target_modules"],
-            exclude_modules=data.get("exclude_modules"), use_rslora=data.get("use_rslora", False),
+            method="lora",
+            r=data["r"],
+            alpha=data.get("lora_alpha", 8),
+            dropout=data.get("lora_dropout", 0.0),
+            target_modules=data["target_modules"],
+            exclude_modules=data.get("exclude_modules"),
+            use_rslora=data.get("use_rslora", False),
             base_model_name_or_path=data.get("base_model_name_or_path"),
         )
     except KeyError as e:
         raise AdapterError(f"{config_path}: missing key {e.args[0]!r}") from e
 
 
-def load_adapter(model: nn.Module, directory: str | os.PathLike, *,
-                 trainable: bool = False) -> nn.Module:
+def load_adapter(
+    model: nn.Module, directory: str | os.PathLike, *, trainable: bool = False
+) -> nn.Module:
     """Attach the adapter saved in `directory` to a fresh base `model` and load its weights.
 
     Args:
@@ -207,12 +232,14 @@ def _copy_state(model: nn.Module, tensors: dict[str, Tensor], directory: Path) -
         raise AdapterError(
             f"adapter {directory} does not match this model ({len(missing)} tensors missing, "
             f"{len(unexpected)} unexpected), e.g. missing {missing[:2]}, unexpected {unexpected[:2]}; "
-            "was it trained on another base model or saved by another smora version?")
+            "was it trained on another base model or saved by another smora version?"
+        )
     for key, target in expected.items():
         if tensors[key].shape != target.shape:
             raise AdapterError(
                 f"adapter {directory}: {key} has shape {list(tensors[key].shape)} but this model "
-                f"needs {list(target.shape)}; the adapter was trained on a different base model")
+                f"needs {list(target.shape)}; the adapter was trained on a different base model"
+            )
     with torch.no_grad():
         for key, target in expected.items():
             target.copy_(tensors[key])

@@ -71,8 +71,10 @@ class RankExpertLinear(nn.Module):
         super().__init__()
         shape = linear_shape(base_layer)
         if shape is None:
-            raise AdapterError(f"module {name!r} is a {type(base_layer).__name__}; smora adapts "
-                               "nn.Linear and Conv1D layers only")
+            raise AdapterError(
+                f"module {name!r} is a {type(base_layer).__name__}; smora adapts "
+                "nn.Linear and Conv1D layers only"
+            )
         self.in_features, self.out_features, self.fan_in_fan_out = shape
         self.base_layer = base_layer
         self.config = config
@@ -103,8 +105,13 @@ class RankExpertLinear(nn.Module):
             if self.router.trains_a:
                 nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
             else:
-                sparse = flylora_sparse_a(self.config.r, self.in_features,
-                                          self.config.activated_rank, self.config.a_seed, self.name)
+                sparse = flylora_sparse_a(
+                    self.config.r,
+                    self.in_features,
+                    self.config.activated_rank,
+                    self.config.a_seed,
+                    self.name,
+                )
                 self.lora_A.copy_(sparse)
             self.lora_B.zero_()
         self.router.reset_parameters()
@@ -149,8 +156,9 @@ class RankExpertLinear(nn.Module):
                 or a task-routed adapter gets no task.
         """
         gate = self.router.static_weights(task_id)
-        scale = torch.full((self.config.r,), self.scaling, device=self.lora_A.device,
-                           dtype=self.lora_A.dtype)
+        scale = torch.full(
+            (self.config.r,), self.scaling, device=self.lora_A.device, dtype=self.lora_A.dtype
+        )
         if gate is not None:
             scale = scale * gate.to(scale.dtype)
         return (self.lora_B * scale) @ self.lora_A  # [out, r] @ [r, in]
@@ -185,5 +193,7 @@ class RankExpertLinear(nn.Module):
         self.merged, self.merged_task = False, None
 
     def extra_repr(self) -> str:
-        return (f"method={self.config.method}, r={self.config.r}, k={self.config.activated_rank}, "
-                f"expert_rank={self.config.expert_rank}, scaling={self.scaling:.4g}")
+        return (
+            f"method={self.config.method}, r={self.config.r}, k={self.config.activated_rank}, "
+            f"expert_rank={self.config.expert_rank}, scaling={self.scaling:.4g}"
+        )

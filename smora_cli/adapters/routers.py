@@ -164,7 +164,9 @@ class SoftmaxTopKRouter(_CountingRouter):
     def forward(self, x: Tensor, z: Tensor, inputs: RoutingInputs) -> Routing:
         probs = torch.softmax(self.gate(x), dim=-1)  # [.., E]
         top_probs, chosen = probs.topk(self.config.active_experts, dim=-1)  # [.., k/p]
-        gates = torch.zeros_like(probs).scatter(-1, chosen, top_probs / top_probs.sum(-1, keepdim=True))
+        gates = torch.zeros_like(probs).scatter(
+            -1, chosen, top_probs / top_probs.sum(-1, keepdim=True)
+        )
         self._record(chosen, inputs)
         aux = {}
         if self.training and self.config.aux_loss_coef > 0:
@@ -202,7 +204,9 @@ class SigmoidBiasTopKRouter(_BalanceBiasRouter):
         biased = scores + self.balance_bias
         top_biased, chosen = biased.topk(active, dim=-1)  # [.., k/p]
         top = top_biased if self.config.gate_uses_bias else scores.gather(-1, chosen)
-        gates = torch.zeros_like(scores).scatter(-1, chosen, active * top / top.sum(-1, keepdim=True))
+        gates = torch.zeros_like(scores).scatter(
+            -1, chosen, active * top / top.sum(-1, keepdim=True)
+        )
         self._record(chosen, inputs)
         return Routing(_expand_experts(gates, self.config.expert_rank), {})
 
@@ -232,12 +236,16 @@ class TaskPrefixRouter(Router):
     def __init__(self, in_features: int, config: AdapterConfig):
         super().__init__(in_features, config)
         if not config.task_names:
-            raise AdapterError("method 'more' routes by task: set `task_names` (the recipe's tasks)")
+            raise AdapterError(
+                "method 'more' routes by task: set `task_names` (the recipe's tasks)"
+            )
         rank = config.r
         self.task_embedding = nn.Parameter(torch.empty(len(config.task_names), in_features))
         self.selector = nn.Linear(in_features, rank)
         position = torch.arange(1, rank + 1, dtype=torch.float64)
-        factors = (position / rank) ** 2 if config.rank_scaling == "linear" else torch.ones_like(position)
+        factors = (
+            (position / rank) ** 2 if config.rank_scaling == "linear" else torch.ones_like(position)
+        )
         # c_j^2: the linear factor c_j = j/R scales both A's row j and B's column j.
         self.register_buffer("rank_factors", factors.float(), persistent=False)
         self.reset_parameters()
@@ -264,7 +272,9 @@ class TaskPrefixRouter(Router):
             )
         task_ids = inputs.task_ids.to(x.device)
         if x.dim() >= 2 and x.shape[0] != task_ids.shape[0]:
-            raise AdapterError(f"task_ids has {task_ids.shape[0]} entries for a batch of {x.shape[0]}")
+            raise AdapterError(
+                f"task_ids has {task_ids.shape[0]} entries for a batch of {x.shape[0]}"
+            )
         weights, _ = self.task_gates()
         weights = weights[task_ids]  # [B, R]
         weights = weights.view(task_ids.shape[0], *([1] * (x.dim() - 2)), -1)
@@ -335,5 +345,7 @@ def build_router(in_features: int, config: AdapterConfig) -> Router:
     """The router of `config.method` for a layer with `in_features` inputs."""
     name = METHOD_ROUTER.get(config.method)
     if name is None:
-        raise AdapterError(f"no router for method {config.method!r}; known: {sorted(METHOD_ROUTER)}")
+        raise AdapterError(
+            f"no router for method {config.method!r}; known: {sorted(METHOD_ROUTER)}"
+        )
     return ROUTERS[name](in_features, config)

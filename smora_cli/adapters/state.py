@@ -24,8 +24,11 @@ def on_optimizer_step(model: nn.Module) -> None:
     in one all-reduce, so gradient accumulation and DDP see the same bias on every rank.
     Call it right after `optimizer.step()`, on every process.
     """
-    counters = [(layer.router, layer.router.counter) for _, layer in adapter_layers(model)
-                if layer.router.counter is not None]
+    counters = [
+        (layer.router, layer.router.counter)
+        for _, layer in adapter_layers(model)
+        if layer.router.counter is not None
+    ]
     if not counters:
         return
     flat = torch.cat([counter.pending for _, counter in counters])
@@ -33,7 +36,7 @@ def on_optimizer_step(model: nn.Module) -> None:
         dist.all_reduce(flat)
     offset = 0
     for router, counter in counters:
-        counts = flat[offset:offset + counter.pending.numel()]
+        counts = flat[offset : offset + counter.pending.numel()]
         offset += counter.pending.numel()
         router.apply_step_counts(counts)
         counter.seen += counts
@@ -75,8 +78,11 @@ def router_stats(model: nn.Module, *, reset: bool = True) -> dict[str, dict[str,
             continue
         load = counter.seen / counter.seen.sum()
         entropy = -(load * load.clamp_min(1e-12).log()).sum() / math.log(load.numel())
-        stats[path] = {"max_load": float(load.max()), "min_load": float(load.min()),
-                       "entropy": float(entropy)}
+        stats[path] = {
+            "max_load": float(load.max()),
+            "min_load": float(load.min()),
+            "entropy": float(entropy),
+        }
         if reset:
             counter.seen.zero_()
     return stats

@@ -20,8 +20,12 @@ class ClassifierCollator:
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         # Encoded one by one: a batch may mix single-text and pair tasks.
-        encoded = [self.tokenizer(item["text"], item["text_b"], truncation=True,
-                                  max_length=self.max_length) for item in items]
+        encoded = [
+            self.tokenizer(
+                item["text"], item["text_b"], truncation=True, max_length=self.max_length
+            )
+            for item in items
+        ]
         batch = dict(self.tokenizer.pad(encoded, return_tensors="pt"))
         labels = [item["label"] if item["label"] is not None else float("nan") for item in items]
         batch["labels"] = torch.tensor(labels, dtype=torch.float32)
@@ -60,8 +64,12 @@ class CausalLMCollator:
             input_ids[row, : len(ids)] = torch.tensor(ids)
             labels[row, : len(ids)] = torch.tensor(target)
             mask[row, : len(ids)] = 1
-        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels,
-                "task_ids": torch.tensor([item["task_id"] for item in items], dtype=torch.long)}
+        return {
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "labels": labels,
+            "task_ids": torch.tensor([item["task_id"] for item in items], dtype=torch.long),
+        }
 
 
 class Seq2SeqCollator:
@@ -73,12 +81,23 @@ class Seq2SeqCollator:
         self.target_max_length = target_max_length
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        batch = dict(self.tokenizer([item["text"] for item in items], padding=True,
-                                    truncation=True, max_length=self.max_length,
-                                    return_tensors="pt"))
+        batch = dict(
+            self.tokenizer(
+                [item["text"] for item in items],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            )
+        )
         targets = [item["target"] or "" for item in items]
-        encoded = self.tokenizer(text_target=targets, padding=True, truncation=True,
-                                 max_length=self.target_max_length, return_tensors="pt")
+        encoded = self.tokenizer(
+            text_target=targets,
+            padding=True,
+            truncation=True,
+            max_length=self.target_max_length,
+            return_tensors="pt",
+        )
         labels = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, IGNORE)
         batch["labels"] = labels
         batch["task_ids"] = torch.tensor([item["task_id"] for item in items], dtype=torch.long)

@@ -25,8 +25,9 @@ import numpy as np
 STRATEGIES = ("proportional", "capped", "temperature", "uniform", "more")
 
 
-def mixing_rates(sizes: list[int], strategy: str, *, cap: int | None = None,
-                 temperature: float = 1.0) -> np.ndarray:
+def mixing_rates(
+    sizes: list[int], strategy: str, *, cap: int | None = None, temperature: float = 1.0
+) -> np.ndarray:
     """Sampling probability of each task under `strategy` (sums to 1)."""
     n = np.asarray(sizes, dtype=np.float64)
     if n.size == 0 or (n <= 0).any():
@@ -60,8 +61,16 @@ class MixturePlan:
         homogeneous: one task per micro-batch (MoRE) instead of one draw per example.
     """
 
-    def __init__(self, sizes: list[int], rates: np.ndarray, *, global_batch: int, num_steps: int,
-                 seed: int, homogeneous: bool = False):
+    def __init__(
+        self,
+        sizes: list[int],
+        rates: np.ndarray,
+        *,
+        global_batch: int,
+        num_steps: int,
+        seed: int,
+        homogeneous: bool = False,
+    ):
         self.sizes = list(sizes)
         self.global_batch = global_batch
         self.seed = seed
@@ -100,8 +109,10 @@ class MixturePlan:
         """(task, example index) pairs of this process's slice of micro-step `step`."""
         per_process = self.global_batch // world_size
         slots = range(rank * per_process, (rank + 1) * per_process)
-        return [(int(self.tasks[step, s]), self._example(self.tasks[step, s], self.draws[step, s]))
-                for s in slots]
+        return [
+            (int(self.tasks[step, s]), self._example(self.tasks[step, s], self.draws[step, s]))
+            for s in slots
+        ]
 
     def task_counts(self, end_step: int) -> np.ndarray:
         """Examples of each task in micro-steps [0, end_step) over all processes."""

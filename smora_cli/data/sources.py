@@ -18,9 +18,11 @@ from smora_cli.data.tasks import COMPRESSION_SUFFIXES, DATA_SUFFIXES, Task
 from smora_cli.errors import DataError
 
 GLUE_DIR_ENV = "SMORA_GLUE_DIR"
-OFFLINE_HINT = ("offline? point `source` at local files (jsonl/csv/parquet or a folder of "
-                "<split>.<ext> files), or set HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1 to use a "
-                "cached copy")
+OFFLINE_HINT = (
+    "offline? point `source` at local files (jsonl/csv/parquet or a folder of "
+    "<split>.<ext> files), or set HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1 to use a "
+    "cached copy"
+)
 
 
 @dataclass
@@ -50,8 +52,13 @@ class TaskData:
             label = self.label_ids[label]
         elif label is not None:
             label = float(label)
-        item = {"task_id": self.task_id, "text": None, "text_b": None, "label": label,
-                "target": None}
+        item = {
+            "task_id": self.task_id,
+            "text": None,
+            "text_b": None,
+            "label": label,
+            "target": None,
+        }
         if self.text_to_text:
             item["text"] = task.prompt.format(**{c: row[c] for c in task.text_columns})
             if task.type == "generation":
@@ -67,8 +74,15 @@ class TaskData:
         return item
 
 
-def load_task_split(task: Task, split: str, *, task_id: int, text_to_text: bool,
-                    limit: int | None = None, shuffle_seed: int = 0) -> TaskData:
+def load_task_split(
+    task: Task,
+    split: str,
+    *,
+    task_id: int,
+    text_to_text: bool,
+    limit: int | None = None,
+    shuffle_seed: int = 0,
+) -> TaskData:
     """Load and check `split` of `task`.
 
     Args:
@@ -142,9 +156,11 @@ def _is_data_file(path: Path) -> bool:
 
 def _read_files(task: Task, files: dict[str, Path], split: str):
     if not files:
-        raise DataError(f"task {task.name!r}: no {split!r} split in {task.location} (looked for "
-                        f"{task.splits.get(split, split)}.jsonl/.csv/.tsv/.parquet; map it with "
-                        f"`splits: {{{split}: <file or name>}}`)")
+        raise DataError(
+            f"task {task.name!r}: no {split!r} split in {task.location} (looked for "
+            f"{task.splits.get(split, split)}.jsonl/.csv/.tsv/.parquet; map it with "
+            f"`splits: {{{split}: <file or name>}}`)"
+        )
     path = files[split]
     suffix = [s for s in path.suffixes if s not in COMPRESSION_SUFFIXES][-1]
     if suffix == ".tsv":
@@ -166,9 +182,16 @@ def _read_tsv(task: Task, path: Path, *, header: bool, columns: dict | None = No
     import pandas as pd
 
     try:
-        frame = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str,
-                            keep_default_na=False, header=0 if header else None,
-                            on_bad_lines="skip", encoding="utf-8")
+        frame = pd.read_csv(
+            path,
+            sep="\t",
+            quoting=csv.QUOTE_NONE,
+            dtype=str,
+            keep_default_na=False,
+            header=0 if header else None,
+            on_bad_lines="skip",
+            encoding="utf-8",
+        )
     except UnicodeDecodeError as e:
         raise DataError(f"task {task.name!r}: {path} is not UTF-8 text ({e.reason})") from e
     except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as e:
@@ -176,8 +199,10 @@ def _read_tsv(task: Task, path: Path, *, header: bool, columns: dict | None = No
     if columns:
         missing = [c for c in columns.values() if c not in frame.columns]
         if missing:
-            raise DataError(f"task {task.name!r}: {path} lacks GLUE columns {missing}; found "
-                            f"{list(frame.columns)}")
+            raise DataError(
+                f"task {task.name!r}: {path} lacks GLUE columns {missing}; found "
+                f"{list(frame.columns)}"
+            )
         frame = frame[list(columns.values())].set_axis(list(columns), axis=1)
     return datasets.Dataset.from_pandas(frame, preserve_index=False)
 
@@ -192,8 +217,10 @@ def _read_glue_folder(task: Task, data_dir: Path, split: str):
             return _read_tsv(task, path, header=glue.tsv_header, columns=glue.tsv_columns)
         if path.is_file():
             return _read_files(task, {split: path}, split)
-    raise DataError(f"task {task.name!r}: {folder}/{stem}.tsv not found; --data-dir must hold the "
-                    f"GLUE distribution layout ({glue.folder}/{stem}.tsv) or jsonl files")
+    raise DataError(
+        f"task {task.name!r}: {data_dir / glue.folder / stem}.tsv not found; --data-dir "
+        f"must hold the GLUE distribution layout ({glue.folder}/{stem}.tsv, or .jsonl)"
+    )
 
 
 def _read_hub(task: Task, dataset_id: str, subset: str | None, split: str):
@@ -204,12 +231,15 @@ def _read_hub(task: Task, dataset_id: str, subset: str | None, split: str):
         return datasets.load_dataset(dataset_id, subset, split=hub_split)
     except ValueError as e:
         if "Unknown split" in str(e) or "split" in str(e).lower():
-            raise DataError(f"task {task.name!r}: {dataset_id} has no split {hub_split!r} "
-                            f"({_first_line(e)})") from e
+            raise DataError(
+                f"task {task.name!r}: {dataset_id} has no split {hub_split!r} ({_first_line(e)})"
+            ) from e
         raise DataError(f"task {task.name!r}: cannot load {dataset_id}: {_first_line(e)}") from e
     except Exception as e:  # connection errors, missing datasets, offline mode
-        raise DataError(f"task {task.name!r}: cannot load {dataset_id!r} from the Hub "
-                        f"({_first_line(e)}); {OFFLINE_HINT}") from e
+        raise DataError(
+            f"task {task.name!r}: cannot load {dataset_id!r} from the Hub "
+            f"({_first_line(e)}); {OFFLINE_HINT}"
+        ) from e
 
 
 def _first_line(error: Exception) -> str:
@@ -226,8 +256,10 @@ def _check_columns(task: Task, dataset, split: str) -> None:
         needed.append(task.label_column)
     missing = [c for c in needed if c not in dataset.column_names]
     if missing:
-        raise DataError(f"task {task.name!r} ({split}): missing column(s) {missing}; the data has "
-                        f"{dataset.column_names}. Map them with `text:`/`label:`/`target:`")
+        raise DataError(
+            f"task {task.name!r} ({split}): missing column(s) {missing}; the data has "
+            f"{dataset.column_names}. Map them with `text:`/`label:`/`target:`"
+        )
 
 
 def _label_ids(task: Task, dataset, split: str) -> dict:
@@ -247,8 +279,10 @@ def _label_ids(task: Task, dataset, split: str) -> dict:
             value_id = None
         if value_id is None or not 0 <= value_id < len(names):
             shown = "an empty label" if value in ("", None) else f"label {value!r}"
-            raise DataError(f"task {task.name!r} ({split}): {shown} is outside the declared "
-                            f"labels {list(names)} (ids 0..{len(names) - 1})")
+            raise DataError(
+                f"task {task.name!r} ({split}): {shown} is outside the declared "
+                f"labels {list(names)} (ids 0..{len(names) - 1})"
+            )
         mapping[value] = value_id
     return mapping
 
@@ -260,12 +294,15 @@ def _check_regression_labels(task: Task, dataset, split: str) -> None:
         except (TypeError, ValueError):
             ok = False
         if not ok:
-            raise DataError(f"task {task.name!r} ({split}): regression label {value!r} is not a "
-                            "finite number")
+            raise DataError(
+                f"task {task.name!r} ({split}): regression label {value!r} is not a finite number"
+            )
 
 
 def _check_text(task: Task, dataset, split: str) -> None:
     for column in task.text_columns:
         if dataset.features[column].dtype not in ("string", "large_string"):
-            raise DataError(f"task {task.name!r} ({split}): text column {column!r} holds "
-                            f"{dataset.features[column].dtype}, not text")
+            raise DataError(
+                f"task {task.name!r} ({split}): text column {column!r} holds "
+                f"{dataset.features[column].dtype}, not text"
+            )

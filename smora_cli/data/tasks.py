@@ -89,17 +89,24 @@ def _preset(spec: TaskSpec) -> TaskSpec:
     kind, _, name = spec.source.partition(":")
     if kind == "glue":
         glue = GLUE_TASKS[name]
-        return TaskSpec(text=list(glue.text_columns), label="label",
-                        labels=list(glue.label_names) if glue.label_names else None,
-                        type="classification" if glue.label_names else "regression",
-                        metric=list(glue.metrics), splits=dict(glue.hub_splits))
+        return TaskSpec(
+            text=list(glue.text_columns),
+            label="label",
+            labels=list(glue.label_names) if glue.label_names else None,
+            type="classification" if glue.label_names else "regression",
+            metric=list(glue.metrics),
+            splits=dict(glue.hub_splits),
+        )
     from smora_cli.data.offline import OFFLINE_TASKS
 
     offline = OFFLINE_TASKS[name]
-    return TaskSpec(text=list(offline.text_columns), label="label",
-                    labels=list(offline.label_names) if offline.label_names else None,
-                    type="classification" if offline.label_names else "regression",
-                    metric=offline.metric)
+    return TaskSpec(
+        text=list(offline.text_columns),
+        label="label",
+        labels=list(offline.label_names) if offline.label_names else None,
+        type="classification" if offline.label_names else "regression",
+        metric=offline.metric,
+    )
 
 
 def _with_preset(spec: TaskSpec) -> TaskSpec:
@@ -130,8 +137,11 @@ def _as_list(value: str | list[str] | None) -> list[str]:
 
 
 def _default_metric(task_type: TaskType) -> list[str]:
-    return {"classification": ["accuracy"], "regression": ["pearson", "spearman"],
-            "generation": ["exact_match", "rouge_l"]}[task_type]
+    return {
+        "classification": ["accuracy"],
+        "regression": ["pearson", "spearman"],
+        "generation": ["exact_match", "rouge_l"],
+    }[task_type]
 
 
 def _default_prompt(name: str, text_columns: list[str]) -> str:
@@ -148,7 +158,10 @@ def complete_spec(spec: TaskSpec) -> TaskSpec:
     task_type = _infer_type(spec)
     text = _as_list(spec.text) or ["text"]
     return replace(
-        spec, text=text, label=spec.label or "label", type=task_type,
+        spec,
+        text=text,
+        label=spec.label or "label",
+        type=task_type,
         labels=list(spec.labels) if spec.labels and task_type != "regression" else None,
         metric=_as_list(spec.metric) or _default_metric(task_type),
         prompt=spec.prompt or _default_prompt(spec.name, text),
@@ -162,11 +175,20 @@ def resolve_task(spec: TaskSpec) -> Task:
     kind = source_kind(spec.source)
     location = spec.source.partition(":")[2] if kind in ("builtin", "glue") else spec.source
     return Task(
-        name=spec.name, source_kind=kind, location=location, subset=spec.subset,
-        data_dir=spec.data_dir, splits=spec.splits, text_columns=tuple(spec.text),
-        label_column=spec.label, label_names=tuple(spec.labels) if spec.labels else None,
-        type=spec.type, metrics=tuple(spec.metric), prompt=spec.prompt,
-        target_column=spec.target, max_train_examples=spec.max_train_examples,
+        name=spec.name,
+        source_kind=kind,
+        location=location,
+        subset=spec.subset,
+        data_dir=spec.data_dir,
+        splits=spec.splits,
+        text_columns=tuple(spec.text),
+        label_column=spec.label,
+        label_names=tuple(spec.labels) if spec.labels else None,
+        type=spec.type,
+        metrics=tuple(spec.metric),
+        prompt=spec.prompt,
+        target_column=spec.target,
+        max_train_examples=spec.max_train_examples,
         max_eval_examples=spec.max_eval_examples,
     )
 
@@ -181,15 +203,19 @@ def task_problems(spec: TaskSpec, model_kind: str) -> list[str]:
     spec = _with_preset(spec)
     task_type = _infer_type(spec)
     if task_type is None:
-        return ["type: cannot tell the task type; declare `labels` (classification), "
-                "`metric: pearson` (regression) or `target` (generation)"]
+        return [
+            "type: cannot tell the task type; declare `labels` (classification), "
+            "`metric: pearson` (regression) or `target` (generation)"
+        ]
     problems = []
     text = _as_list(spec.text) or ["text"]
     if len(text) > 2 and model_kind == "classifier":
         problems.append(f"text: a classifier takes one or two text columns, got {text}")
     if task_type == "classification" and (not spec.labels or len(spec.labels) < 2):
-        problems.append("labels: a classification task declares its label names (at least two), "
-                        "in label-id order")
+        problems.append(
+            "labels: a classification task declares its label names (at least two), "
+            "in label-id order"
+        )
     if task_type == "generation" and model_kind == "classifier":
         problems.append("type: generation tasks need model.kind causal-lm or seq2seq")
     if task_type == "generation" and not spec.target:
@@ -198,8 +224,9 @@ def task_problems(spec: TaskSpec, model_kind: str) -> list[str]:
         if metric not in KNOWN_METRICS:
             problems.append(f"metric: unknown metric {metric!r}; known: {', '.join(KNOWN_METRICS)}")
         elif task_type == "regression" and metric not in REGRESSION_METRICS:
-            problems.append(f"metric: {metric} does not apply to a regression task (use pearson, "
-                            "spearman)")
+            problems.append(
+                f"metric: {metric} does not apply to a regression task (use pearson, spearman)"
+            )
     if spec.prompt:
         unknown = set(re.findall(r"{(\w+)}", spec.prompt)) - set(text)
         if unknown:

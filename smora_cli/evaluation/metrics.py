@@ -116,7 +116,9 @@ def compute(metric: str, predictions: Any, references: Any, **kwargs: Any) -> di
             f"metric {metric!r}: {len(predictions)} predictions but {len(references)} references"
         )
     if not predictions:
-        raise UserInputError(f"metric {metric!r}: no examples to score (the evaluation set is empty)")
+        raise UserInputError(
+            f"metric {metric!r}: no examples to score (the evaluation set is empty)"
+        )
     module = load_module(spec.module)
     with _LOCK:
         raw = module.compute(predictions=predictions, references=references, **kwargs)
@@ -211,7 +213,9 @@ def _load(path: Path) -> evaluate.EvaluationModule:
         return evaluate.load(str(path), keep_in_memory=True)
     except OSError as error:
         logger.warning(
-            "evaluate.load(%s) could not use the Hugging Face cache (%s); importing directly", path, error
+            "evaluate.load(%s) could not use the Hugging Face cache (%s); importing directly",
+            path,
+            error,
         )
         return _load_directly(path)
 
@@ -228,7 +232,9 @@ def _load_directly(path: Path) -> evaluate.EvaluationModule:
     metric_cls = next(
         obj
         for obj in vars(module).values()
-        if inspect.isclass(obj) and issubclass(obj, evaluate.EvaluationModule) and not inspect.isabstract(obj)
+        if inspect.isclass(obj)
+        and issubclass(obj, evaluate.EvaluationModule)
+        and not inspect.isabstract(obj)
     )
     return metric_cls(keep_in_memory=True, cache_dir=_private_cache_dir())
 
@@ -255,7 +261,9 @@ def _result_value(metric: str, results: Mapping[str, float], context: str | None
         if candidate in results:
             return float(results[candidate])
     where = f"{context}: " if context else ""
-    raise UserInputError(f"{where}results have no {metric!r} score (key {key!r}); got {sorted(results)}")
+    raise UserInputError(
+        f"{where}results have no {metric!r} score (key {key!r}); got {sorted(results)}"
+    )
 
 
 def _as_list(values: Any) -> list:

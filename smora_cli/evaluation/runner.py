@@ -22,8 +22,9 @@ class TaskResult:
     samples: list[dict] = field(default_factory=list)
 
 
-def evaluate_task(scorer: Scorer, data: TaskData, *, batch_size: int, accelerator=None,
-                  log_samples: bool = False) -> TaskResult:
+def evaluate_task(
+    scorer: Scorer, data: TaskData, *, batch_size: int, accelerator=None, log_samples: bool = False
+) -> TaskResult:
     """Predict every example of `data` (each process a strided shard) and score them."""
     rank = accelerator.process_index if accelerator else 0
     world = accelerator.num_processes if accelerator else 1
@@ -33,11 +34,15 @@ def evaluate_task(scorer: Scorer, data: TaskData, *, batch_size: int, accelerato
     scorer.model.eval()
     try:
         for start in range(0, len(mine), batch_size):
-            indices = mine[start:start + batch_size]
+            indices = mine[start : start + batch_size]
             items = [data[i] for i in indices]
             predictions = scorer.predict(data, items)
-            rows += [(i, p, r, item) for i, p, r, item in
-                     zip(indices, predictions, references(data, items), items, strict=True)]
+            rows += [
+                (i, p, r, item)
+                for i, p, r, item in zip(
+                    indices, predictions, references(data, items), items, strict=True
+                )
+            ]
     finally:
         scorer.model.train(was_training)
     if world > 1:
@@ -55,12 +60,21 @@ def evaluate_task(scorer: Scorer, data: TaskData, *, batch_size: int, accelerato
         primaries.append(primary_score(metric, values))
     samples = []
     if log_samples:
-        samples = [{"index": i, "input": item["text"], "input_b": item["text_b"],
-                    "prediction": p, "reference": r} for i, p, r, item in rows]
+        samples = [
+            {
+                "index": i,
+                "input": item["text"],
+                "input_b": item["text_b"],
+                "prediction": p,
+                "reference": r,
+            }
+            for i, p, r, item in rows
+        ]
     # A constant prediction has no defined correlation (NaN): it counts as 0 in averages.
     primaries = [0.0 if math.isnan(p) else p for p in primaries]
-    return TaskResult(data.task.name, data.split, len(rows), metrics,
-                      sum(primaries) / len(primaries), samples)
+    return TaskResult(
+        data.task.name, data.split, len(rows), metrics, sum(primaries) / len(primaries), samples
+    )
 
 
 def json_safe(value):

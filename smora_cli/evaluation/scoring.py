@@ -25,8 +25,9 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 class Scorer:
     """Turns batches of formatted examples into predictions for one model kind."""
 
-    def __init__(self, model: nn.Module, kind: str, tokenizer, *, max_length: int,
-                 target_max_length: int):
+    def __init__(
+        self, model: nn.Module, kind: str, tokenizer, *, max_length: int, target_max_length: int
+    ):
         self.model = model
         self.kind = kind
         self.tokenizer = tokenizer
@@ -59,8 +60,10 @@ class Scorer:
         logits = self.model(**inputs)
         predictions = unwrap(self.model).predict(logits, batch["task_ids"])
         regression = unwrap(self.model).is_regression[batch["task_ids"]]
-        return [float(p) if r else int(p) for p, r in zip(predictions.tolist(), regression.tolist(),
-                                                           strict=True)]
+        return [
+            float(p) if r else int(p)
+            for p, r in zip(predictions.tolist(), regression.tolist(), strict=True)
+        ]
 
     def _rank_classify(self, data: TaskData, items: list[dict]) -> list[int]:
         labels = data.task.label_names
@@ -76,15 +79,24 @@ class Scorer:
         side = tokenizer.padding_side
         tokenizer.padding_side = "left"  # generation continues from the last real token
         try:
-            batch = tokenizer([item["text"] for item in items], padding=True, truncation=True,
-                              max_length=self.collate.max_length, return_tensors="pt")
+            batch = tokenizer(
+                [item["text"] for item in items],
+                padding=True,
+                truncation=True,
+                max_length=self.collate.max_length,
+                return_tensors="pt",
+            )
         finally:
             tokenizer.padding_side = side
         batch = self._to_device(dict(batch))
-        output = model.generate(**batch, max_new_tokens=self.target_max_length, do_sample=False,
-                                pad_token_id=tokenizer.pad_token_id)
+        output = model.generate(
+            **batch,
+            max_new_tokens=self.target_max_length,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         if self.kind == "causal-lm":
-            output = output[:, batch["input_ids"].shape[1]:]
+            output = output[:, batch["input_ids"].shape[1] :]
         return [text.strip() for text in tokenizer.batch_decode(output, skip_special_tokens=True)]
 
 

@@ -24,8 +24,11 @@ class MetricsLog:
         self.path = run_dir / METRICS_NAME
         self.enabled = enabled
         if enabled and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= start_step]
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= start_step
+            ]
             self.path.write_text("".join(line + "\n" for line in kept))
         self.started = time.perf_counter()
         self.restart()
@@ -72,10 +75,12 @@ class MetricsLog:
         }
         if router:
             entropies = [s["entropy"] for s in router.values()]
-            entry["router"] = {"mean_entropy": sum(entropies) / len(entropies),
-                               "min_entropy": min(entropies),
-                               "max_load": max(s["max_load"] for s in router.values()),
-                               "layers": router}
+            entry["router"] = {
+                "mean_entropy": sum(entropies) / len(entropies),
+                "min_entropy": min(entropies),
+                "max_load": max(s["max_load"] for s in router.values()),
+                "layers": router,
+            }
         if self.enabled:
             with self.path.open("a") as handle:
                 handle.write(json.dumps(entry) + "\n")
@@ -93,7 +98,19 @@ def collapse_warnings(router: dict, config: AdapterConfig) -> dict[str, str]:
     for layer, stats in router.items():
         share = stats["max_load"] * active  # picks per expert / tokens
         if share > COLLAPSE_TOKEN_SHARE:
-            messages[layer] = (f"router collapse in {layer}: one expert takes {share:.0%} of "
-                               f"tokens (entropy {stats['entropy']:.2f}); consider balance_rate "
-                               "or aux_loss_coef")
+            messages[layer] = (
+                f"router collapse in {layer}: one expert takes {share:.0%} of "
+                f"tokens (entropy {stats['entropy']:.2f}); consider balance_rate "
+                "or aux_loss_coef"
+            )
     return messages
+
+
+def quiet_libraries() -> None:
+    """datasets/transformers progress bars (split generation, weight loading) are noise here."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()

@@ -9,13 +9,22 @@ from smora_cli.adapters.routers import RoutingInputs
 
 TRAINED = {
     "lora": ({"method": "lora", "r": 4}, {"lora_A", "lora_B"}),
-    "moe-lora": ({"method": "moe-lora", "r": 8, "k": 4, "expert_rank": 2},
-                 {"lora_A", "lora_B", "router.gate.weight"}),
+    "moe-lora": (
+        {"method": "moe-lora", "r": 8, "k": 4, "expert_rank": 2},
+        {"lora_A", "lora_B", "router.gate.weight"},
+    ),
     "smora": ({"method": "smora", "r": 8, "k": 2}, {"lora_A", "lora_B", "router.gate.weight"}),
     "flylora": ({"method": "flylora", "r": 8, "k": 2}, {"lora_B"}),
-    "more": ({"method": "more", "r": 4, "task_names": ["a", "b"]},
-             {"lora_A", "lora_B", "router.task_embedding", "router.selector.weight",
-              "router.selector.bias"}),
+    "more": (
+        {"method": "more", "r": 4, "task_names": ["a", "b"]},
+        {
+            "lora_A",
+            "lora_B",
+            "router.task_embedding",
+            "router.selector.weight",
+            "router.selector.bias",
+        },
+    ),
     "hydra": ({"method": "hydra", "r": 4}, {"lora_A", "lora_B", "router.gate.weight"}),
 }
 
@@ -44,11 +53,13 @@ def test_gradients_reach_exactly_the_trained_parameters(method):
     layer = layer_for(config)
     layer.train()
     out = layer(inputs())
-    loss = (out ** 2).sum() + sum(layer.last_aux.values(), torch.zeros((), dtype=out.dtype))
+    loss = (out**2).sum() + sum(layer.last_aux.values(), torch.zeros((), dtype=out.dtype))
     loss.backward()
     trainable = {n for n, p in layer.named_parameters() if p.requires_grad}
     assert trainable == expected
-    with_grad = {n for n, p in layer.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    with_grad = {
+        n for n, p in layer.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0
+    }
     assert with_grad == expected
     assert layer.base_layer.weight.grad is None
 
@@ -114,7 +125,7 @@ def test_more_straight_through_gradient():
         gate = 1 + probs[task, e - 1] - probs[task, e - 1].detach()
         delta = layer.lora_B[:, :e].detach() @ torch.diag(c2[:e]) @ layer.lora_A[:e].detach()
         y = layer.base_layer(x[b].detach()) + layer.scaling * gate * x[b].detach() @ delta.T
-        total = total + (y ** 2).sum()
+        total = total + (y**2).sum()
     total.backward()
     torch.testing.assert_close(got["selector.weight"], weight.grad)
     torch.testing.assert_close(got["selector.bias"], bias.grad)

@@ -16,7 +16,10 @@ from smora_cli.adapters import (
 from tests import tiny_models as tm
 
 ARCHITECTURES = {
-    "llama": (tm.llama, {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}),
+    "llama": (
+        tm.llama,
+        {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+    ),
     "gpt2": (tm.gpt2, {"c_attn", "c_proj", "c_fc"}),
     "bert": (tm.bert, {"query", "key", "value", "dense"}),
     "t5": (tm.t5, {"q", "k", "v", "o", "wi", "wo"}),
@@ -48,8 +51,11 @@ def test_base_frozen_and_counts():
     model = tm.llama()
     total_base = sum(p.numel() for p in model.parameters())
     attach(model, AdapterConfig(method="smora", r=8, k=2, target_modules=["q_proj", "v_proj"]))
-    assert all(not p.requires_grad for n, p in model.named_parameters() if "base_layer" in n
-               or "embed" in n or "norm" in n)
+    assert all(
+        not p.requires_grad
+        for n, p in model.named_parameters()
+        if "base_layer" in n or "embed" in n or "norm" in n
+    )
     counts = count_parameters(model)
     # Per layer: A [8, 32] + B [out, 8] + router [8, 32]; q out=32, v out=16 (2 kv heads x 8).
     per_layer_q = 8 * 32 + 32 * 8 + 8 * 32
@@ -63,8 +69,10 @@ def test_base_frozen_and_counts():
 def test_target_selection_forms():
     model = tm.llama()
     attach(model, AdapterConfig(target_modules=r"model\.layers\.0\.self_attn\.(q|v)_proj"))
-    assert [p for p, _ in adapter_layers(model)] == ["model.layers.0.self_attn.q_proj",
-                                                      "model.layers.0.self_attn.v_proj"]
+    assert [p for p, _ in adapter_layers(model)] == [
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.0.self_attn.v_proj",
+    ]
     model = tm.llama()
     attach(model, AdapterConfig(target_modules="all-linear", exclude_modules=["mlp.down_proj"]))
     assert not any(p.endswith("down_proj") for p, _ in adapter_layers(model))
@@ -87,10 +95,17 @@ def test_bad_targets_are_clear_errors():
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_lora_equals_peft(arch, use_rslora):
     build = ARCHITECTURES[arch][0]
-    peft_model = get_peft_model(build(), LoraConfig(r=4, lora_alpha=12, lora_dropout=0.0,
-                                                    target_modules="all-linear",
-                                                    use_rslora=use_rslora,
-                                                    init_lora_weights=False))
+    peft_model = get_peft_model(
+        build(),
+        LoraConfig(
+            r=4,
+            lora_alpha=12,
+            lora_dropout=0.0,
+            target_modules="all-linear",
+            use_rslora=use_rslora,
+            init_lora_weights=False,
+        ),
+    )
     ours = attach(build(), AdapterConfig(method="lora", r=4, alpha=12, use_rslora=use_rslora))
     peft_modules = dict(peft_model.base_model.model.named_modules())
     with torch.no_grad():

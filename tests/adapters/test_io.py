@@ -48,7 +48,9 @@ def test_roundtrip_bit_identical(tmp_path, method, arch):
     expected = run(model, batch)
     save_adapter(model, tmp_path / "adapter")
     assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == [
-        "adapter_config.json", "adapter_model.safetensors"]
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp dir left behind"
     reloaded = load_adapter(build(), tmp_path / "adapter")
     assert torch.equal(run(reloaded, batch), expected)
@@ -71,13 +73,16 @@ def test_balance_state_survives_reload(tmp_path):
 
 
 def test_file_format_is_peft_keyed(tmp_path):
-    model = attach(tm.llama(layers=1), AdapterConfig(method="smora", r=8, k=2,
-                                                     target_modules=["q_proj"]))
+    model = attach(
+        tm.llama(layers=1), AdapterConfig(method="smora", r=8, k=2, target_modules=["q_proj"])
+    )
     save_adapter(model, tmp_path / "a")
     keys = sorted(load_file(tmp_path / "a" / "adapter_model.safetensors"))
     prefix = "base_model.model.model.layers.0.self_attn.q_proj."
-    assert keys == [prefix + k for k in ("lora_A.weight", "lora_B.weight", "router.balance_bias",
-                                         "router.gate.weight")]
+    assert keys == [
+        prefix + k
+        for k in ("lora_A.weight", "lora_B.weight", "router.balance_bias", "router.gate.weight")
+    ]
     config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
     assert config["peft_type"] == "SMORA" and config["method"] == "smora"
     assert config["r"] == 8 and config["k"] == 2 and config["lora_alpha"] == 16
@@ -97,9 +102,10 @@ def test_smora_lora_loads_in_peft(tmp_path, arch):
 
 
 def test_peft_lora_loads_in_smora(tmp_path):
-    peft_model = get_peft_model(tm.llama(), LoraConfig(r=4, lora_alpha=8,
-                                                       target_modules=["q_proj", "v_proj"],
-                                                       init_lora_weights=False))
+    peft_model = get_peft_model(
+        tm.llama(),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
     batch = tm.inputs()
     expected = peft_model(**batch).logits
     peft_model.save_pretrained(tmp_path / "p")
@@ -108,8 +114,9 @@ def test_peft_lora_loads_in_smora(tmp_path):
 
 
 def test_peft_features_smora_lacks_are_refused(tmp_path):
-    peft_model = get_peft_model(tm.llama(), LoraConfig(r=4, target_modules=["q_proj"],
-                                                       use_dora=True))
+    peft_model = get_peft_model(
+        tm.llama(), LoraConfig(r=4, target_modules=["q_proj"], use_dora=True)
+    )
     peft_model.save_pretrained(tmp_path / "dora")
     with pytest.raises(ValueError, match="use_dora=True is not supported"):
         load_adapter(tm.llama(), tmp_path / "dora")
@@ -139,6 +146,7 @@ def test_bad_adapter_directories(tmp_path):
             data = json.loads((d / "adapter_config.json").read_text())
             data[key] = value
             (d / "adapter_config.json").write_text(json.dumps(data))
+
         return edit
 
     with pytest.raises(ValueError, match="peft_type 'IA3'"):

@@ -59,8 +59,8 @@ def test_moe_lora_equals_loop_over_experts():
             top = probs[b, s].topk(active)
             weights = top.values / top.values.sum()
             for w, e in zip(weights, top.indices, strict=True):
-                a_e = layer.lora_A[e * p:(e + 1) * p]
-                b_e = layer.lora_B[:, e * p:(e + 1) * p]
+                a_e = layer.lora_A[e * p : (e + 1) * p]
+                b_e = layer.lora_B[:, e * p : (e + 1) * p]
                 expected[b, s] += w * (4 / 4) * (b_e @ (a_e @ x[b, s]))
     assert experts == layer.config.num_expert_blocks
     torch.testing.assert_close(layer(x), expected)
@@ -82,8 +82,9 @@ def test_smora_all_ranks_with_constant_gates_is_lora():
 @pytest.mark.parametrize("gate_uses_bias", [True, False])
 @pytest.mark.parametrize("expert_rank", [1, 2])
 def test_smora_gate_formula(gate_uses_bias, expert_rank):
-    layer = make_layer(method="smora", r=8, k=4, expert_rank=expert_rank, alpha=4,
-                       gate_uses_bias=gate_uses_bias)
+    layer = make_layer(
+        method="smora", r=8, k=4, expert_rank=expert_rank, alpha=4, gate_uses_bias=gate_uses_bias
+    )
     with torch.no_grad():
         layer.router.balance_bias.copy_(torch.linspace(-0.3, 0.3, 8 // expert_rank))
     x = tokens()
@@ -124,7 +125,7 @@ def test_flylora_selection(topk_by):
         layer.router.balance_bias.copy_(torch.linspace(-0.05, 0.05, 8))
     x = tokens()
     y = x @ layer.lora_A.T
-    scores = (y + layer.router.balance_bias)
+    scores = y + layer.router.balance_bias
     scores = scores.abs() if topk_by == "abs" else scores
     mask = torch.zeros_like(y).scatter(-1, scores.topk(3, dim=-1).indices, 1.0)
     assert layer.scaling == 16 / 8  # alpha / r
@@ -185,7 +186,9 @@ def more_reference(layer, x, task_ids):
     """Straight-through MoRE written out per example."""
     router = layer.router
     rank = layer.config.r
-    probs = torch.softmax(router.task_embedding @ router.selector.weight.T + router.selector.bias, -1)
+    probs = torch.softmax(
+        router.task_embedding @ router.selector.weight.T + router.selector.bias, -1
+    )
     out = layer.base_layer(x).clone()
     c2 = (torch.arange(1, rank + 1, dtype=x.dtype) / rank) ** 2
     for b, task in enumerate(task_ids.tolist()):
@@ -225,7 +228,7 @@ def test_hydra_heads():
     weights = torch.softmax(x @ layer.router.gate.weight.T, -1)  # [B, S, 2]
     z = x @ layer.lora_A.T
     heads = layer.lora_B.reshape(OUT, 2, 3)
-    delta = sum(weights[..., e:e + 1] * (z @ heads[:, e].T) for e in range(2))
+    delta = sum(weights[..., e : e + 1] * (z @ heads[:, e].T) for e in range(2))
     torch.testing.assert_close(layer(x), layer.base_layer(x) + layer.scaling * delta)
 
 
@@ -271,8 +274,9 @@ def test_routing_context_is_scoped():
     model = nn.Sequential(nn.Linear(IN, IN), nn.Linear(IN, OUT))
     from smora_cli.adapters import attach
 
-    attach(model, AdapterConfig(method="more", r=4, task_names=["a", "b"],
-                                target_modules=["0", "1"]))
+    attach(
+        model, AdapterConfig(method="more", r=4, task_names=["a", "b"], target_modules=["0", "1"])
+    )
     x = tokens(dtype=torch.float32)
     with routing_context(model, task_ids=torch.tensor([0, 1, 1])):
         model(x)

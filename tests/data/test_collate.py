@@ -14,10 +14,15 @@ def item(text, target=None, label=None, text_b=None, task_id=0):
 def test_causal_labels_cover_target_and_eos_only():
     tokenizer = bpe_tokenizer()
     collate = CausalLMCollator(tokenizer, max_length=64, target_max_length=8)
-    batch = collate([item("the movie was good", "positive", task_id=1),
-                     item("bad", "negative", task_id=0)])
+    batch = collate(
+        [item("the movie was good", "positive", task_id=1), item("bad", "negative", task_id=0)]
+    )
     for row in range(2):
-        ids, labels, mask = batch["input_ids"][row], batch["labels"][row], batch["attention_mask"][row]
+        ids, labels, mask = (
+            batch["input_ids"][row],
+            batch["labels"][row],
+            batch["attention_mask"][row],
+        )
         target = labels[labels != IGNORE]
         assert target[-1] == tokenizer.eos_token_id
         text = tokenizer.decode(target[:-1])
@@ -45,8 +50,9 @@ def test_seq2seq_labels_padding_ignored():
 
 def test_classifier_mixes_single_texts_and_pairs(encoder_dir):
     tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
-    batch = ClassifierCollator(tokenizer, 16)([item("good film", label=1),
-                                               item("a", label=0.5, text_b="b", task_id=1)])
+    batch = ClassifierCollator(tokenizer, 16)(
+        [item("good film", label=1), item("a", label=0.5, text_b="b", task_id=1)]
+    )
     assert batch["labels"].tolist() == [1.0, 0.5]
     pair = tokenizer("a", "b")["input_ids"]
     assert batch["input_ids"][1][: len(pair)].tolist() == pair

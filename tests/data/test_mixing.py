@@ -10,19 +10,26 @@ from smora_cli.data.mixing import MixturePlan, mixing_rates
 SIZES = [1000, 300, 50]
 
 
-@pytest.mark.parametrize("strategy,kwargs,expected", [
-    ("proportional", {}, [n / 1350 for n in SIZES]),
-    ("capped", {"cap": 200}, [200 / 450, 200 / 450, 50 / 450]),
-    ("temperature", {"temperature": 2.0},
-     [math.sqrt(n) / sum(math.sqrt(m) for m in SIZES) for n in SIZES]),
-    ("uniform", {}, [1 / 3] * 3),
-    ("more", {}, [math.exp(n / 1350) / sum(math.exp(m / 1350) for m in SIZES) for n in SIZES]),
-])
+@pytest.mark.parametrize(
+    "strategy,kwargs,expected",
+    [
+        ("proportional", {}, [n / 1350 for n in SIZES]),
+        ("capped", {"cap": 200}, [200 / 450, 200 / 450, 50 / 450]),
+        (
+            "temperature",
+            {"temperature": 2.0},
+            [math.sqrt(n) / sum(math.sqrt(m) for m in SIZES) for n in SIZES],
+        ),
+        ("uniform", {}, [1 / 3] * 3),
+        ("more", {}, [math.exp(n / 1350) / sum(math.exp(m / 1350) for m in SIZES) for n in SIZES]),
+    ],
+)
 def test_rates_and_realised_frequencies(strategy, kwargs, expected):
     rates = mixing_rates(SIZES, strategy, **kwargs)
     np.testing.assert_allclose(rates, expected, rtol=1e-12)
-    plan = MixturePlan(SIZES, rates, global_batch=16, num_steps=2000, seed=3,
-                       homogeneous=strategy == "more")
+    plan = MixturePlan(
+        SIZES, rates, global_batch=16, num_steps=2000, seed=3, homogeneous=strategy == "more"
+    )
     counts = plan.task_counts(2000)
     realised = counts / counts.sum()
     # Binomial standard error of a frequency over 2000 independent draws (whole batches for
@@ -33,10 +40,12 @@ def test_rates_and_realised_frequencies(strategy, kwargs, expected):
 
 
 def test_temperature_one_is_proportional_and_large_is_uniform():
-    np.testing.assert_allclose(mixing_rates(SIZES, "temperature", temperature=1.0),
-                               mixing_rates(SIZES, "proportional"))
-    np.testing.assert_allclose(mixing_rates(SIZES, "temperature", temperature=1e9), [1 / 3] * 3,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        mixing_rates(SIZES, "temperature", temperature=1.0), mixing_rates(SIZES, "proportional")
+    )
+    np.testing.assert_allclose(
+        mixing_rates(SIZES, "temperature", temperature=1e9), [1 / 3] * 3, atol=1e-6
+    )
 
 
 def test_invalid_inputs():
@@ -49,8 +58,9 @@ def test_invalid_inputs():
 
 
 def test_homogeneous_batches_hold_one_task():
-    plan = MixturePlan(SIZES, mixing_rates(SIZES, "more"), global_batch=8, num_steps=50, seed=0,
-                       homogeneous=True)
+    plan = MixturePlan(
+        SIZES, mixing_rates(SIZES, "more"), global_batch=8, num_steps=50, seed=0, homogeneous=True
+    )
     for step in range(50):
         assert len({task for task, _ in plan.batch(step)}) == 1
 
@@ -65,7 +75,7 @@ def test_examples_without_replacement_within_a_pass():
     for task, size in enumerate(sizes):
         full_passes = len(drawn[task]) // size
         for p in range(full_passes):
-            assert sorted(drawn[task][p * size:(p + 1) * size]) == list(range(size))
+            assert sorted(drawn[task][p * size : (p + 1) * size]) == list(range(size))
 
 
 def test_plan_is_a_pure_function_and_shards_the_global_batch():

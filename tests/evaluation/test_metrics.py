@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -37,7 +37,9 @@ def _labels(seed: int, n: int = 200, classes: int = 2) -> tuple[np.ndarray, np.n
 @pytest.mark.parametrize("seed", SEEDS)
 def test_accuracy_matches_sklearn(seed):
     pred, ref = _labels(seed, classes=3)
-    assert compute("accuracy", pred, ref)["accuracy"] == pytest.approx(skm.accuracy_score(ref, pred), abs=TOL)
+    assert compute("accuracy", pred, ref)["accuracy"] == pytest.approx(
+        skm.accuracy_score(ref, pred), abs=TOL
+    )
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -109,7 +111,10 @@ def test_rouge_l_hand_computed():
         ("x y", "z", 0.0),
     ]
     for pred, ref, expected in cases:
-        assert compute("rouge_l", [pred], [ref])["rougeL"] == pytest.approx(expected, abs=TOL), (pred, ref)
+        assert compute("rouge_l", [pred], [ref])["rougeL"] == pytest.approx(expected, abs=TOL), (
+            pred,
+            ref,
+        )
     mean = compute("rouge_l", [p for p, _, _ in cases], [r for _, r, _ in cases])["rougeL"]
     assert mean == pytest.approx((5 / 6 + 4 / 7 + 1 / 2) / 5, abs=TOL)
 
@@ -118,7 +123,7 @@ def _reference_rouge_l(pred: str, ref: str) -> float:
     """Independent ROUGE-L: top-down memoised LCS recursion (not the module's row DP)."""
     a, b = pred.lower().split(), ref.lower().split()
 
-    @lru_cache(maxsize=None)
+    @cache
     def lcs(i: int, j: int) -> int:
         if i == len(a) or j == len(b):
             return 0
@@ -136,11 +141,17 @@ def _reference_rouge_l(pred: str, ref: str) -> float:
 @pytest.mark.parametrize("seed", SEEDS)
 def test_rouge_l_matches_independent_dp(seed):
     rng = np.random.default_rng(seed)
-    vocab = ["a", "b", "c", "D", "e"]  # tiny vocabulary: many repeats, long LCS chains; "D" tests lowercasing
+    vocab = [
+        "a",
+        "b",
+        "c",
+        "D",
+        "e",
+    ]  # tiny vocabulary: many repeats, long LCS chains; "D" tests lowercasing
     sentence = lambda: " ".join(rng.choice(vocab, rng.integers(0, 15)))  # noqa: E731
     preds, refs = [sentence() for _ in range(30)], [sentence() for _ in range(30)]
-    expected = [_reference_rouge_l(p, r) for p, r in zip(preds, refs)]
-    for p, r, e in zip(preds, refs, expected):
+    expected = [_reference_rouge_l(p, r) for p, r in zip(preds, refs, strict=False)]
+    for p, r, e in zip(preds, refs, expected, strict=False):
         assert compute("rouge_l", [p], [r])["rougeL"] == pytest.approx(e, abs=TOL)
     assert compute("rouge_l", preds, refs)["rougeL"] == pytest.approx(np.mean(expected), abs=TOL)
 
@@ -155,16 +166,25 @@ def test_glue_task_scores():
     # Results keyed by recipe metric name are accepted too.
     assert glue_task_score("stsb", {"pearson": 0.88, "spearman": 0.86}) == pytest.approx(0.87)
     assert set(GLUE_TASK_METRICS) == {
-        "cola", "sst2", "mrpc", "qqp", "stsb", "mnli_matched", "mnli_mismatched", "qnli", "rte", "wnli",
+        "cola",
+        "sst2",
+        "mrpc",
+        "qqp",
+        "stsb",
+        "mnli_matched",
+        "mnli_mismatched",
+        "qnli",
+        "rte",
+        "wnli",
     }
 
 
 def test_glue_average_counts_mnli_once():
     per_task = {
         "cola": {"matthews_correlation": 0.5},
-        "mrpc": {"accuracy": 0.8, "f1": 0.9},          # task score 0.85
+        "mrpc": {"accuracy": 0.8, "f1": 0.9},  # task score 0.85
         "mnli_matched": {"accuracy": 0.8},
-        "mnli_mismatched": {"accuracy": 0.7},          # MNLI score (0.8 + 0.7) / 2 = 0.75
+        "mnli_mismatched": {"accuracy": 0.7},  # MNLI score (0.8 + 0.7) / 2 = 0.75
     }
     # (0.5 + 0.85 + 0.75) / 3 = 2.1 / 3 = 0.7; counting m and mm apart would give 2.85 / 4 = 0.7125.
     assert glue_average(per_task) == pytest.approx(0.7, abs=TOL)
@@ -173,16 +193,16 @@ def test_glue_average_counts_mnli_once():
 def test_glue_average_reproduces_bert_large_leaderboard_score():
     # BERT-large on the GLUE test server (leaderboard score 80.5), as fractions:
     per_task = {
-        "cola": {"matthews_correlation": 0.605},           # 60.5
-        "sst2": {"accuracy": 0.949},                        # 94.9
-        "mrpc": {"f1": 0.893, "accuracy": 0.854},           # 87.35
-        "stsb": {"pearson": 0.876, "spearmanr": 0.865},     # 87.05
-        "qqp": {"f1": 0.721, "accuracy": 0.893},            # 80.70
+        "cola": {"matthews_correlation": 0.605},  # 60.5
+        "sst2": {"accuracy": 0.949},  # 94.9
+        "mrpc": {"f1": 0.893, "accuracy": 0.854},  # 87.35
+        "stsb": {"pearson": 0.876, "spearmanr": 0.865},  # 87.05
+        "qqp": {"f1": 0.721, "accuracy": 0.893},  # 80.70
         "mnli_matched": {"accuracy": 0.867},
-        "mnli_mismatched": {"accuracy": 0.859},             # MNLI (86.7 + 85.9) / 2 = 86.30
-        "qnli": {"accuracy": 0.927},                        # 92.7
-        "rte": {"accuracy": 0.701},                         # 70.1
-        "wnli": {"accuracy": 0.651},                        # 65.1
+        "mnli_mismatched": {"accuracy": 0.859},  # MNLI (86.7 + 85.9) / 2 = 86.30
+        "qnli": {"accuracy": 0.927},  # 92.7
+        "rte": {"accuracy": 0.701},  # 70.1
+        "wnli": {"accuracy": 0.651},  # 65.1
     }
     # 60.5 + 94.9 + 87.35 + 87.05 + 80.70 + 86.30 + 92.7 + 70.1 + 65.1 = 724.70 over 9 tasks.
     score = glue_average(per_task)
@@ -203,10 +223,24 @@ def test_glue_errors():
 
 
 def test_primary_score_reads_each_metric():
-    results = {"accuracy": 0.1, "f1": 0.2, "matthews_correlation": 0.3, "pearson": 0.4,
-               "spearmanr": 0.5, "exact_match": 0.6, "rougeL": 0.7}
-    expected = {"accuracy": 0.1, "f1": 0.2, "matthews": 0.3, "pearson": 0.4, "spearman": 0.5,
-                "exact_match": 0.6, "rouge_l": 0.7}
+    results = {
+        "accuracy": 0.1,
+        "f1": 0.2,
+        "matthews_correlation": 0.3,
+        "pearson": 0.4,
+        "spearmanr": 0.5,
+        "exact_match": 0.6,
+        "rougeL": 0.7,
+    }
+    expected = {
+        "accuracy": 0.1,
+        "f1": 0.2,
+        "matthews": 0.3,
+        "pearson": 0.4,
+        "spearman": 0.5,
+        "exact_match": 0.6,
+        "rouge_l": 0.7,
+    }
     assert {m: primary_score(m, results) for m in METRICS} == expected
     assert all(spec.greater_is_better for spec in METRICS.values())
     with pytest.raises(UserInputError, match="results have no 'f1' score"):
@@ -214,7 +248,9 @@ def test_primary_score_reads_each_metric():
 
 
 def test_unknown_metric_lists_known_ones():
-    with pytest.raises(UserInputError, match="unknown metric 'bleu'; known: accuracy, f1, matthews"):
+    with pytest.raises(
+        UserInputError, match="unknown metric 'bleu'; known: accuracy, f1, matthews"
+    ):
         compute("bleu", [1], [1])
     with pytest.raises(UserInputError, match="unknown metric"):
         primary_score("rouge", {})
@@ -237,7 +273,11 @@ def test_modules_load_offline_through_evaluate_and_are_cached():
         assert isinstance(module, evaluate.Metric)
         # Loaded by evaluate.load (copied into its dynamic-modules package), not the fallback.
         assert type(module).__module__.startswith("evaluate_modules.metrics.")
-        assert module.info.description.strip() and module.info.citation.strip() and module.info.features
+        assert (
+            module.info.description.strip()
+            and module.info.citation.strip()
+            and module.info.features
+        )
         assert metrics.load_module(spec.module) is module
 
 
@@ -261,5 +301,7 @@ def test_unwritable_hf_cache_falls_back_to_direct_import(tmp_path, monkeypatch):
     monkeypatch.setattr(evaluate.config, "HF_METRICS_CACHE", blocker / "metrics")
     monkeypatch.setattr(sys, "path", list(sys.path))  # evaluate appends the cache dir to sys.path
     monkeypatch.setattr(metrics, "_LOADED", {})
-    assert compute("rouge_l", ["the cat sat"], ["the cat was sat"]) == {"rougeL": pytest.approx(6 / 7)}
+    assert compute("rouge_l", ["the cat sat"], ["the cat was sat"]) == {
+        "rougeL": pytest.approx(6 / 7)
+    }
     assert type(metrics.load_module("smora_rouge")).__module__ == "_smora_metric_smora_rouge"

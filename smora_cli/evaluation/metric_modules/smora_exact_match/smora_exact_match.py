@@ -64,6 +64,7 @@ class SmoraExactMatch(evaluate.Metric):
 
     def _compute(self, predictions, references, ignore_case: bool = False) -> dict[str, float]:
         matches = [
-            normalize(p, ignore_case) == normalize(r, ignore_case) for p, r in zip(predictions, references)
+            normalize(p, ignore_case) == normalize(r, ignore_case)
+            for p, r in zip(predictions, references, strict=False)
         ]
         return {"exact_match": float(np.mean(matches))}

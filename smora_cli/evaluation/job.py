@@ -1,0 +1,332 @@
+"""`smora eval`: score a base model, with or without an adapter, on named tasks or a run's tasks.
+
+Tasks are named as in the run's recipe, as GLUE tasks (`glue` = all of them) or as offline
+suite tasks. Task-routed adapters (MoRE) and classifier heads get the task's index among the
+tasks the adapter was trained on; a task it never saw is refused.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import dataclass, replace
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from smora_cli.data.glue import GLUE_SUITE, GLUE_TASKS
+from smora_cli.data.tasks import TaskSpec, complete_spec, resolve_task, task_problems
+from smora_cli.errors import RecipeError, UserInputError
+from smora_cli.recipe import RESOLVED_NAME, recipe_from_dict
+
+RUNS_DIR = Path("runs")
+ADAPTER_DIR = "adapter"
+
+
+@dataclass
+class EvalRequest:
+    """What `smora eval` was asked; None means "take it from the run"."""
+
+    run_dir: Path | None = None
+    model: str | None = None
+    adapter: Path | None = None
+    kind: str | None = None
+    tasks: list[str] | None = None
+    data_dir: Path | None = None
+    split: str = "validation"
+    limit: int | None = None
+    batch_size: int = 64
+    output_path: Path | None = None
+    log_samples: bool = False
+
+
+@dataclass
+class EvalPlan:
+    """The resolved job: which model, adapter and tasks, and where results go."""
+
+    model: str
+    kind: str
+    adapter: Path | None
+    tasks: list[TaskSpec]
+    max_length: int
+    target_max_length: int
+    output_path: Path
+    run_dir: Path | None
+
+
+def latest_run(root: Path = RUNS_DIR) -> Path | None:
+    """The most recently finished run under `root` (one with a final adapter)."""
+    runs = [p for p in root.glob("*") if (p / ADAPTER_DIR / "adapter_config.json").is_file()]
+    return max(runs, key=lambda p: (p / ADAPTER_DIR).stat().st_mtime) if runs else None
+
+
+def _run_recipe(run_dir: Path):
+    path = run_dir / RESOLVED_NAME
+    if not path.is_file():
+        raise UserInputError(f"{run_dir} is not a smora run directory (no {RESOLVED_NAME})")
+    try:
+        return recipe_from_dict(yaml.safe_load(path.read_text()), source=str(path))
+    except (yaml.YAMLError, RecipeError) as e:
+        raise UserInputError(f"{path} cannot be read as a recipe: {e}") from e
+
+
+def _named_task(name: str, recipe_tasks: dict[str, TaskSpec], data_dir: Path | None) -> TaskSpec:
+    if name in recipe_tasks:
+        return recipe_tasks[name]
+    if name in GLUE_TASKS:
+        return TaskSpec(
+            name=name, source=f"glue:{name}", data_dir=str(data_dir) if data_dir else None
+        )
+    from smora_cli.data.offline import OFFLINE_TASKS
+
+    if name in OFFLINE_TASKS:
+        return TaskSpec(name=name, source=f"builtin:{name}")
+    known = sorted(set(recipe_tasks) | set(GLUE_TASKS) | set(OFFLINE_TASKS)) + ["glue"]
+    raise UserInputError(f"--tasks: unknown task {name!r}; known: {', '.join(known)}")
+
+
+def _task_specs(
+    names: list[str] | None, recipe, data_dir: Path | None, kind: str
+) -> list[TaskSpec]:
+    recipe_tasks = {t.name: t for t in recipe.tasks} if recipe else {}
+    if not names:
+        if not recipe_tasks:
+            raise UserInputError("--tasks is required without a run directory (e.g. --tasks glue)")
+        names = list(recipe_tasks)
+    expanded = [n for name in names for n in (GLUE_SUITE if name == "glue" else [name])]
+    specs = [_named_task(name, recipe_tasks, data_dir) for name in dict.fromkeys(expanded)]
+    if data_dir:
+        specs = [
+            replace(s, data_dir=str(data_dir)) if s.source.startswith("glue:") else s for s in specs
+        ]
+    for spec in specs:
+        problems = task_problems(spec, kind)
+        if problems:
+            raise UserInputError(f"task {spec.name!r}: {problems[0]}")
+    return [complete_spec(spec) for spec in specs]
+
+
+def plan(request: EvalRequest, echo=print) -> EvalPlan:
+    """Resolve run, model, kind, adapter and tasks, refusing inconsistent combinations."""
+    run_dir = request.run_dir
+    if run_dir is None and request.model is None and request.adapter is None:
+        run_dir = latest_run()
+        if run_dir is None:
+            raise UserInputError(
+                "no run to evaluate: give RUN_DIR, or --model (and --adapter); "
+                f"no finished run under ./{RUNS_DIR}"
+            )
+        echo(f"evaluating the most recent run: {run_dir}")
+    recipe = _run_recipe(run_dir) if run_dir else None
+    adapter = request.adapter or (run_dir / ADAPTER_DIR if run_dir else None)
+    model = request.model or (recipe.model.name_or_path if recipe else None)
+    if model is None and adapter is not None:
+        from smora_cli.adapters.io import read_adapter_config
+
+        model = read_adapter_config(adapter).base_model_name_or_path
+    if model is None:
+        raise UserInputError("--model is required (the adapter does not record its base model)")
+    kind = request.kind or (recipe.model.kind if recipe else _guess_kind(model, adapter))
+    tasks = _task_specs(request.tasks, recipe, request.data_dir, kind)
+    default_out = (run_dir / f"eval_{request.split}.json") if run_dir else Path("eval_results.json")
+    return EvalPlan(
+        model=model,
+        kind=kind,
+        adapter=adapter,
+        tasks=tasks,
+        max_length=recipe.model.max_length if recipe else 256,
+        target_max_length=recipe.model.target_max_length if recipe else 32,
+        output_path=request.output_path or default_out,
+        run_dir=run_dir,
+    )
+
+
+def _guess_kind(model: str, adapter: Path | None) -> str:
+    """classifier if the adapter has task heads, else from the model config's architecture."""
+    from smora_cli.models import HEADS_CONFIG, resolve_model_path
+
+    if adapter is not None and (adapter / HEADS_CONFIG).is_file():
+        return "classifier"
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_model_path(model))
+    except (OSError, ValueError) as e:
+        raise UserInputError(f"cannot read the config of model {model!r}: {e}") from e
+    return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal-lm"
+
+
+def provenance(job: EvalPlan) -> dict:
+    """Model/adapter identity and package versions, recorded in the results file."""
+    versions = {}
+    for package in ("smora-cli", "torch", "transformers", "datasets", "accelerate", "evaluate"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    adapter_file = job.adapter / "adapter_model.safetensors" if job.adapter else None
+    return {
+        "model": job.model,
+        "kind": job.kind,
+        "adapter": str(job.adapter) if job.adapter else None,
+        "adapter_sha256": _sha256(adapter_file) if adapter_file else None,
+        "run_dir": str(job.run_dir) if job.run_dir else None,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "versions": versions,
+    }
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def glue_key(spec: TaskSpec) -> str | None:
+    """The GLUE metric table's name for a task, if it is a GLUE task."""
+    if not spec.source.startswith("glue:"):
+        return None
+    name = spec.source.partition(":")[2]
+    return "mnli_matched" if name == "mnli" else name
+
+
+def write_results(report: dict, path: Path) -> None:
+    """Strict JSON, written atomically."""
+    from smora_cli.evaluation.runner import json_safe
+    from smora_cli.utils.fs import atomic_write_text
+
+    atomic_write_text(path, json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
+
+
+def samples_path(output_path: Path, task: str) -> Path:
+    return output_path.with_name(f"{output_path.stem}_samples_{task}.jsonl")
+
+
+def _trained_tasks(model, kind: str) -> list[str] | None:
+    """Tasks the adapter/heads index by position, or None when nothing is task-specific."""
+    if kind == "classifier":
+        return list(model.task_names)
+    from smora_cli.adapters.inject import CONFIG_ATTR
+
+    config = getattr(model, CONFIG_ATTR, None)
+    return list(config.task_names) if config is not None and config.method == "more" else None
+
+
+def _task_index(spec: TaskSpec, trained: list[str] | None) -> int:
+    if trained is None:
+        return 0
+    candidates = [spec.name]
+    if spec.source.startswith("glue:"):
+        candidates.append(GLUE_TASKS[spec.source.partition(":")[2]].subset)  # mnli_matched -> mnli
+    for name in candidates:
+        if name in trained:
+            return trained.index(name)
+    raise UserInputError(
+        f"task {spec.name!r} was not trained by this adapter (its routing or "
+        f"head is per task); trained tasks: {', '.join(trained)}"
+    )
+
+
+def _load_model(job: EvalPlan):
+    from smora_cli.adapters.io import load_adapter
+    from smora_cli.models import load_base_model, load_heads, load_tokenizer
+
+    tokenizer = load_tokenizer(job.model, kind=job.kind)
+    model = load_base_model(job.model, kind=job.kind)
+    if job.adapter is not None:
+        model = load_adapter(model, job.adapter)
+    if job.kind == "classifier":
+        if job.adapter is None:
+            raise UserInputError(
+                "a classifier needs the task heads of a trained run: pass "
+                "--adapter (or RUN_DIR) from a `kind: classifier` run"
+            )
+        model = load_heads(model, job.adapter)
+    return tokenizer, model.eval()
+
+
+def execute(
+    job: EvalPlan, *, batch_size: int, split: str, limit: int | None, log_samples: bool, echo=print
+) -> dict:
+    """Score every task of the plan; write and return the report (main process)."""
+    from smora_cli.data.sources import load_task_split
+    from smora_cli.evaluation.metrics import glue_average
+    from smora_cli.evaluation.runner import evaluate_task
+    from smora_cli.evaluation.scoring import Scorer
+    from smora_cli.utils.accel import make_accelerator
+    from smora_cli.utils.log import quiet_libraries
+
+    quiet_libraries()
+    accelerator = make_accelerator()
+    tokenizer, model = _load_model(job)
+    model.to(accelerator.device)
+    trained = _trained_tasks(model, job.kind)
+    scorer = Scorer(
+        model,
+        job.kind,
+        tokenizer,
+        max_length=job.max_length,
+        target_max_length=job.target_max_length,
+    )
+    results, glue = {}, {}
+    for spec in job.tasks:
+        task = resolve_task(spec)
+        index = _task_index(spec, trained)
+        if job.kind == "classifier" and model.num_labels[index] not in (task.num_labels, 0):
+            raise UserInputError(
+                f"task {spec.name!r} has {task.num_labels} labels but its head "
+                f"has {model.num_labels[index]}"
+            )
+        data = load_task_split(
+            task,
+            split,
+            task_id=index,
+            text_to_text=job.kind != "classifier",
+            limit=limit or task.max_eval_examples,
+        )
+        result = evaluate_task(
+            scorer, data, batch_size=batch_size, accelerator=accelerator, log_samples=log_samples
+        )
+        results[spec.name] = {"metrics": result.metrics, "score": result.score, "n": result.n}
+        if glue_key(spec):
+            glue[glue_key(spec)] = result.metrics
+        if log_samples and accelerator.is_main_process:
+            _write_samples(samples_path(job.output_path, spec.name), result.samples)
+    report = {
+        **provenance(job),
+        "split": split,
+        "tasks": results,
+        "average": sum(r["score"] for r in results.values()) / len(results),
+    }
+    if glue:
+        report["glue_average"] = glue_average(glue)
+        report["glue_tasks"] = sorted(glue)
+    if accelerator.is_main_process:
+        write_results(report, job.output_path)
+    return report
+
+
+def _write_samples(path: Path, samples: list[dict]) -> None:
+    from smora_cli.evaluation.runner import json_safe
+    from smora_cli.utils.fs import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(json_safe(s)) + "\n" for s in samples))
+
+
+def run_eval(request: EvalRequest, echo=print) -> tuple[dict, EvalPlan]:
+    """`smora eval` end to end."""
+    job = plan(request, echo)
+    report = execute(
+        job,
+        batch_size=request.batch_size,
+        split=request.split,
+        limit=request.limit,
+        log_samples=request.log_samples,
+        echo=echo,
+    )
+    return report, job

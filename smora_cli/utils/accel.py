@@ -1,0 +1,17 @@
+"""One place that builds the Accelerator, so train and eval form process groups alike."""
+
+from __future__ import annotations
+
+import torch
+
+
+def make_accelerator(**kwargs):
+    """An `accelerate.Accelerator`; without a GPU it runs several processes over gloo.
+
+    Accelerate only forms a CPU process group when told to run on the CPU, so a CPU-only
+    machine launched with torchrun or `accelerate launch --multi_gpu` still gets one.
+    """
+    from accelerate import Accelerator
+
+    cpu_only = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    return Accelerator(cpu=cpu_only, **kwargs)

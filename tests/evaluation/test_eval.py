@@ -1,0 +1,172 @@
+"""`smora eval` end to end: GLUE TSV folders, rank classification checked against the logits."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import f1_score, matthews_corrcoef
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from smora_cli.cli import main
+from smora_cli.data.glue import GLUE_TASKS
+from smora_cli.data.sources import load_task_split
+from smora_cli.data.tasks import TaskSpec, resolve_task
+from smora_cli.errors import DataError, UserInputError
+from smora_cli.evaluation.job import EvalRequest, run_eval
+from smora_cli.evaluation.metrics import glue_average
+from smora_cli.recipe import recipe_from_dict
+from smora_cli.train import run
+from tests.fixtures import classifier_recipe, glue_folder
+
+GLUE_CASES = ["sst2", "cola", "mrpc", "mnli_matched", "mnli_mismatched"]
+
+
+def independent_predictions(model_dir, name, data_dir):
+    """Rank classification one (example, label) sequence at a time, straight from the logits."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    task = resolve_task(TaskSpec(name=name, source=f"glue:{name}", data_dir=str(data_dir)))
+    data = load_task_split(task, "validation", task_id=0, text_to_text=True)
+    predictions, gold = [], []
+    for i in range(len(data)):
+        item = data[i]
+        prompt = tokenizer(item["text"])["input_ids"]
+        scores = []
+        for label in task.label_names:
+            target = tokenizer(" " + label, add_special_tokens=False)["input_ids"]
+            target = target + [tokenizer.eos_token_id]
+            ids = torch.tensor([prompt + target])
+            with torch.no_grad():
+                log_probs = torch.log_softmax(model(input_ids=ids).logits[0].double(), -1)
+            positions = range(len(prompt) - 1, len(prompt) + len(target) - 1)
+            scores.append(
+                sum(log_probs[p, t].item() for p, t in zip(positions, target, strict=True))
+            )
+        predictions.append(int(np.argmax(scores)))
+        gold.append(item["label"])
+    return np.array(predictions), np.array(gold)
+
+
+def test_glue_folder_eval_matches_independent_scoring(tmp_path, decoder_dir):
+    data_dir = glue_folder(tmp_path / "glue")
+    out = tmp_path / "results.json"
+    report, _ = run_eval(
+        EvalRequest(
+            model=str(decoder_dir),
+            kind="causal-lm",
+            tasks=[*GLUE_CASES, "stsb"],
+            data_dir=data_dir,
+            batch_size=5,
+            output_path=out,
+            log_samples=True,
+        ),
+        echo=lambda *_: None,
+    )
+    assert json.loads(out.read_text())["tasks"].keys() == report["tasks"].keys()
+    for name in GLUE_CASES:
+        predicted, gold = independent_predictions(decoder_dir, name, data_dir)
+        metrics = report["tasks"][name]["metrics"]
+        assert report["tasks"][name]["n"] == len(gold) == 12
+        assert metrics["accuracy" if name != "cola" else "matthews_correlation"] == pytest.approx(
+            (predicted == gold).mean() if name != "cola" else matthews_corrcoef(gold, predicted),
+            abs=1e-9,
+        )
+        if name == "mrpc":
+            assert metrics["f1"] == pytest.approx(f1_score(gold, predicted), abs=1e-9)
+        samples = [
+            json.loads(line)
+            for line in (tmp_path / f"results_samples_{name}.jsonl").read_text().splitlines()
+        ]
+        assert [s["prediction"] for s in samples] == predicted.tolist()
+    assert report["tasks"]["stsb"]["n"] == 12
+    glue = {k: report["tasks"][k]["metrics"] for k in [*GLUE_CASES, "stsb"]}
+    assert report["glue_average"] == pytest.approx(glue_average(glue))
+    assert report["versions"]["torch"] == torch.__version__
+
+
+def test_stsb_regression_parses_generated_numbers():
+    from smora_cli.evaluation.scoring import _parse_number
+
+    assert _parse_number("3.8") == 3.8 and _parse_number("about -1 maybe") == -1.0
+    assert _parse_number("no number") == 0.0
+
+
+def test_classifier_run_dir_eval_reproduces_training_eval(
+    tmp_path, encoder_dir, monkeypatch, capsys
+):
+    run(
+        recipe_from_dict(classifier_recipe(encoder_dir, tmp_path / "data", tmp_path / "run")),
+        show_progress=False,
+        echo=lambda *_: None,
+    )
+    trained = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["smora", "eval", str(tmp_path / "run")])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "results written to" in out
+    report = json.loads((tmp_path / "run" / "eval_validation.json").read_text())
+    for task, result in trained["tasks"].items():
+        assert report["tasks"][task]["metrics"] == pytest.approx(result["metrics"])
+    assert report["adapter_sha256"] and report["kind"] == "classifier"
+    # With no argument, the most recent run under ./runs is picked and named.
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "run").rename(tmp_path / "runs" / "latest")
+    messages = []
+    _, job = run_eval(EvalRequest(), echo=messages.append)
+    assert job.run_dir.name == "latest" and "most recent run" in messages[0]
+
+
+def test_eval_refusals(tmp_path, encoder_dir, decoder_dir):
+    with pytest.raises(UserInputError, match="unknown task 'nope'"):
+        run_eval(EvalRequest(model=str(decoder_dir), tasks=["nope"]))
+    with pytest.raises(UserInputError, match="--tasks is required"):
+        run_eval(EvalRequest(model=str(decoder_dir)))
+    with pytest.raises(DataError, match="offline\\? point `source` at local files"):
+        run_eval(EvalRequest(model=str(decoder_dir), tasks=["rte"], kind="causal-lm"))
+    data_dir = glue_folder(tmp_path / "glue")
+    with pytest.raises(DataError, match="RTE/dev.tsv not found"):
+        run_eval(
+            EvalRequest(model=str(decoder_dir), tasks=["rte"], data_dir=data_dir, kind="causal-lm")
+        )
+    with pytest.raises(UserInputError, match="needs the task heads"):
+        run_eval(
+            EvalRequest(
+                model=str(encoder_dir), tasks=["sst2"], kind="classifier", data_dir=data_dir
+            )
+        )
+    assert GLUE_TASKS["mnli_matched"].subset == "mnli"
+
+
+def test_more_adapter_refuses_untrained_task(tmp_path, decoder_dir):
+    from smora_cli.adapters import AdapterConfig, attach, save_adapter
+    from smora_cli.models import load_base_model
+
+    model = attach(
+        load_base_model(str(decoder_dir), kind="causal-lm"),
+        AdapterConfig(method="more", r=4, task_names=["sst2", "mnli"]),
+    )
+    save_adapter(model, tmp_path / "more")
+    data_dir = glue_folder(tmp_path / "glue")
+    report, _ = run_eval(
+        EvalRequest(
+            model=str(decoder_dir),
+            adapter=tmp_path / "more",
+            tasks=["mnli_matched", "sst2"],
+            data_dir=data_dir,
+            output_path=tmp_path / "r.json",
+        ),
+        echo=lambda *_: None,
+    )
+    assert set(report["tasks"]) == {"mnli_matched", "sst2"}
+    with pytest.raises(UserInputError, match="'cola' was not trained by this adapter"):
+        run_eval(
+            EvalRequest(
+                model=str(decoder_dir), adapter=tmp_path / "more", tasks=["cola"], data_dir=data_dir
+            ),
+            echo=lambda *_: None,
+        )
