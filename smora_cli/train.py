@@ -526,7 +526,9 @@ def _accumulate(totals, loss, losses, weights, task_ids, tasks, aux) -> None:
         totals["task_loss"][name] = totals["task_loss"].get(name, 0.0) + value
         totals["task_count"][name] = totals["task_count"].get(name, 0.0) + weight
     for name, value in aux.items():
-        totals.setdefault("aux", {})[name] = totals.get("aux", {}).get(name, 0.0) + float(value.detach())
+        totals.setdefault("aux", {})[name] = totals.get("aux", {}).get(name, 0.0) + float(
+            value.detach()
+        )
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

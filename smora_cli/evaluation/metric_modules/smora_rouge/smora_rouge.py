@@ -99,4 +99,8 @@ class SmoraRouge(evaluate.Metric):
         )
 
     def _compute(self, predictions, references) -> dict[str, float]:
-        return {"rougeL": float(np.mean([rouge_l(p, r) for p, r in zip(predictions, references, strict=False)]))}
+        return {
+            "rougeL": float(
+                np.mean([rouge_l(p, r) for p, r in zip(predictions, references, strict=False)])
+            )
+        }
