@@ -146,6 +146,65 @@ def eval_command(
     print_eval(report, job.output_path)
 
 
+MERGE_EXAMPLES = """
+Examples:
+
+  smora merge --adapter runs/quickstart-lora/adapter merged/       # fold one adapter into its base
+  smora merge --adapter runs/glue/adapter --task sst2 merged-sst2/  # MoRE: one task's rank map
+  smora merge --adapter runs/glue/adapter --per-task merged-glue/  # MoRE: one model per task
+  smora merge configs/merge.yaml merged/                           # several adapters (YAML)
+"""
+
+
+@app.command(epilog=MERGE_EXAMPLES)
+def merge(
+    paths: list[Path] = typer.Argument(..., help="[CONFIG.yaml] OUT_DIR"),
+    adapter: Path | None = typer.Option(None, "--adapter", help="Fold this one adapter."),
+    base: str | None = typer.Option(None, "--base", help="Base model (default: recorded)."),
+    task: str | None = typer.Option(None, "--task", help="MoRE: the task to fold."),
+    per_task: bool = typer.Option(False, "--per-task", help="MoRE: one output per task."),
+    output: str = typer.Option("model", "--output", help="model, adapter or peft."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty OUT_DIR."),
+) -> None:
+    """Fold adapters into base weights, or merge several task adapters into one."""
+    from smora_cli.merging.config import load_merge_config, merge_config_from_dict
+    from smora_cli.merging.run import export_per_task, run_merge
+
+    if len(paths) > 2:
+        raise typer.BadParameter("give [CONFIG.yaml] OUT_DIR", param_hint="PATHS")
+    out_dir = paths[-1]
+    if len(paths) == 2:
+        if adapter or task or per_task:
+            raise typer.BadParameter("a merge config replaces --adapter/--task/--per-task")
+        run_merge(load_merge_config(paths[0]), out_dir, overwrite=overwrite, echo=typer.echo)
+        return
+    if adapter is None:
+        raise typer.BadParameter("give a merge CONFIG.yaml, or --adapter DIR to fold one adapter")
+    if per_task:
+        export_per_task(
+            adapter,
+            out_dir,
+            base_model=base,
+            dtype=dtype,
+            output=output,
+            overwrite=overwrite,
+            echo=typer.echo,
+        )
+        return
+    config = merge_config_from_dict(
+        {
+            "base_model": base,
+            "merge_method": "fold",
+            "dtype": dtype,
+            "output": output,
+            "models": [{"adapter": str(adapter), "task": task}],
+        },
+        source="command line",
+    )
+    run_merge(config, out_dir, overwrite=overwrite, echo=typer.echo)
+
+
 def main() -> None:
     """Console entry point: map smora's errors to one line and an exit code."""
     try:

@@ -6,11 +6,40 @@ import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_adapters.py"
-TINY = ["--quick", "--tokens", "32", "--dim", "32", "--batch", "4", "--model-layers", "1",
-        "--model-dim", "64", "--model-seq", "8", "--model-batch", "2", "--repeats", "1",
-        "--iters", "1", "--warmup", "1"]
-RESULT_KEYS = {"method", "level", "r", "k", "train_ratio", "forward_ratio", "peak_mem_ratio",
-               "train_ms", "forward_ms"}
+TINY = [
+    "--quick",
+    "--tokens",
+    "32",
+    "--dim",
+    "32",
+    "--batch",
+    "4",
+    "--model-layers",
+    "1",
+    "--model-dim",
+    "64",
+    "--model-seq",
+    "8",
+    "--model-batch",
+    "2",
+    "--repeats",
+    "1",
+    "--iters",
+    "1",
+    "--warmup",
+    "1",
+]
+RESULT_KEYS = {
+    "method",
+    "level",
+    "r",
+    "k",
+    "train_ratio",
+    "forward_ratio",
+    "peak_mem_ratio",
+    "train_ms",
+    "forward_ms",
+}
 
 
 def load_script():
@@ -31,8 +60,15 @@ def test_quick_run_writes_ratios_against_lora(tmp_path, capsys):
     rows = {(row["method"], row["level"], row["r"]): row for row in document["results"]}
     assert all(set(row) == RESULT_KEYS for row in rows.values())
     for level in ("layer", "model"):
-        for method, r in (("lora", 64), ("smora", 64), ("moe-lora", 64), ("more", 64),
-                          ("hydra", 64), ("lora", 32), ("flylora", 32)):
+        for method, r in (
+            ("lora", 64),
+            ("smora", 64),
+            ("moe-lora", 64),
+            ("more", 64),
+            ("hydra", 64),
+            ("lora", 32),
+            ("flylora", 32),
+        ):
             row = rows[(method, level, r)]
             assert row["train_ms"] > 0 and row["train_ratio"] > 0 and row["peak_mem_ratio"] > 0
         assert rows[("lora", level, 64)]["train_ratio"] == 1.0

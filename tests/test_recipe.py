@@ -134,7 +134,12 @@ def test_resolved_recipe_round_trips(tmp_path):
     assert again.to_dict() == recipe.to_dict()
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+RECIPES = sorted(
+    p.name for p in CONFIGS.glob("*.yaml") if p.name not in ("merge.yaml", "sweep.yaml")
+)
+
+
+@pytest.mark.parametrize("name", RECIPES)
 def test_shipped_recipes_are_valid(name):
     recipe = load_recipe(CONFIGS / name)
     assert recipe.tasks
@@ -165,3 +170,10 @@ def test_cluster_scripts_are_well_formed():
         for p in (scripts / "accelerate").glob("*.yaml")
     }
     assert kinds == {"MULTI_GPU", "FSDP", "DEEPSPEED"}
+
+
+def test_shipped_merge_config_is_valid():
+    from smora_cli.merging.config import load_merge_config
+
+    config = load_merge_config(CONFIGS / "merge.yaml", check_paths=False)
+    assert config.merge_method == "ties" and len(config.models) == 2

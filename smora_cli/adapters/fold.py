@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from smora_cli.adapters.inject import CONFIG_ATTR, adapter_config_of, adapter_layers
+from smora_cli.adapters.layer import RankExpertLinear
 from smora_cli.errors import AdapterError
 
 
@@ -37,10 +38,22 @@ def fold(model: nn.Module, task: str | None = None) -> nn.Module:
     layers = list(adapter_layers(model))
     for _, layer in layers:  # compute every delta first, so a refusal leaves the model intact
         layer.delta_weight(task_id)
-    for path, layer in layers:
+    for _, layer in layers:
         layer.merge(task_id)
+    unload(model)
+    return model
+
+
+def unload(model: nn.Module) -> dict[str, RankExpertLinear]:
+    """Put the base layers back without merging; returns the detached adapter layers.
+
+    The returned layers still compute `delta_weight`, so several adapters can be loaded onto one
+    base model in turn and combined layer by layer (`smora merge`).
+    """
+    layers = dict(adapter_layers(model))
+    for path, layer in layers.items():
         parent_path, _, child = path.rpartition(".")
         parent = model.get_submodule(parent_path) if parent_path else model
         setattr(parent, child, layer.base_layer)
     delattr(model, CONFIG_ATTR)
-    return model
+    return layers

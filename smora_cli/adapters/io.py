@@ -205,7 +205,7 @@ def load_adapter(
         attach(model, config)
     except AdapterError as e:
         raise AdapterError(f"adapter {directory} does not fit this model: {e}") from e
-    _copy_state(model, tensors, directory)
+    copy_adapter_state(model, tensors, directory)
     if not trainable:
         for _, layer in adapter_layers(model):
             for name, param in layer.named_parameters():
@@ -221,10 +221,11 @@ def load_adapter_weights(model: nn.Module, directory: str | os.PathLike) -> None
         tensors = load_file(str(directory / WEIGHTS_NAME))
     except (SafetensorError, OSError, ValueError) as e:
         raise AdapterError(f"{directory / WEIGHTS_NAME} is corrupt or unreadable: {e}") from e
-    _copy_state(model, tensors, directory)
+    copy_adapter_state(model, tensors, directory)
 
 
-def _copy_state(model: nn.Module, tensors: dict[str, Tensor], directory: Path) -> None:
+def copy_adapter_state(model: nn.Module, tensors: dict[str, Tensor], directory: Path) -> None:
+    """Copy PEFT-keyed `tensors` into the adapter on `model`, refusing any mismatch."""
     expected = _live_tensors(model)
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

@@ -102,7 +102,8 @@ class Router(nn.Module):
         """Called once per optimizer step with this router's all-reduced expert counts."""
 
 
-def _token_routed_cannot_fold(method: str) -> AdapterError:
+def cannot_fold_error(method: str) -> AdapterError:
+    """The refusal for folding an adapter whose gate depends on the token."""
     return AdapterError(
         f"method {method!r} routes every token to different ranks, so it cannot be folded into "
         "the base weights; keep it as an adapter, or merge several such adapters in factor space "
@@ -129,7 +130,7 @@ class _CountingRouter(Router):
         return self.counts
 
     def static_weights(self, task_id: int | None) -> Tensor | None:
-        raise _token_routed_cannot_fold(self.config.method)
+        raise cannot_fold_error(self.config.method)
 
     def _record(self, chosen: Tensor, inputs: RoutingInputs) -> None:
         if self.training:
@@ -319,7 +320,7 @@ class DenseSoftmaxRouter(Router):
         return Routing(torch.softmax(self.gate(x), dim=-1), {})  # [.., heads]
 
     def static_weights(self, task_id: int | None) -> Tensor:
-        raise _token_routed_cannot_fold(self.config.method)
+        raise cannot_fold_error(self.config.method)
 
 
 ROUTERS: dict[str, type[Router]] = {

@@ -1,0 +1,1 @@
+"""Merging: fold adapters into base weights, combine task adapters."""

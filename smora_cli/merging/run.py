@@ -1,0 +1,283 @@
+"""`smora merge`: fold adapters into base weights, or merge several task adapters into one.
+
+Every adapter is loaded onto ONE copy of the base model in turn (which checks that it fits)
+and detached again, keeping only its small adapter layers; merged deltas are then computed
+layer by layer, so memory stays near one model plus the adapters' factors.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+import yaml
+
+from smora_cli.adapters.config import TOKEN_ROUTED, AdapterConfig
+from smora_cli.adapters.fold import task_index, unload
+from smora_cli.adapters.inject import attach
+from smora_cli.adapters.io import (
+    adapter_state_dict,
+    copy_adapter_state,
+    load_adapter,
+    read_adapter_config,
+    write_adapter,
+)
+from smora_cli.adapters.layer import RankExpertLinear
+from smora_cli.adapters.routers import cannot_fold_error
+from smora_cli.errors import AdapterError, UserInputError
+from smora_cli.merging.combine import combine_deltas, mean_factors
+from smora_cli.merging.config import EXACT_LOW_RANK, MergeConfig, MergeParameters, Source
+from smora_cli.models import HEADS_CONFIG, HEADS_WEIGHTS, resolve_model_path
+from smora_cli.utils.fs import atomic_directory
+from smora_cli.utils.log import quiet_libraries
+
+MERGE_RECIPE = "merge_config.yaml"
+# Hyper-parameters that must agree for a factor-space mean (the seed of FlyLoRA's A may not).
+MEAN_MUST_MATCH = (
+    "method",
+    "r",
+    "k",
+    "expert_rank",
+    "num_experts",
+    "task_names",
+    "alpha",
+    "use_rslora",
+    "rank_scaling",
+    "topk_by",
+    "gate_uses_bias",
+)
+
+
+def load_full_model(name_or_path: str) -> torch.nn.Module:
+    """The base model with its own architecture class (so `from_pretrained` of the output
+    gives the same class), in float32 for exact merging."""
+    import transformers
+
+    path = resolve_model_path(name_or_path)
+    try:
+        config = transformers.AutoConfig.from_pretrained(path)
+        architecture = (config.architectures or [None])[0]
+        cls = getattr(transformers, architecture, None) if architecture else None
+        return (cls or transformers.AutoModel).from_pretrained(path, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise UserInputError(
+            f"cannot load base model {name_or_path!r}: {str(e).splitlines()[0]}"
+        ) from e
+
+
+def check_compatible(config: MergeConfig, adapters: list[AdapterConfig]) -> None:
+    """Refuse adapters that cannot be merged together, naming what differs."""
+    first = adapters[0]
+    methods = sorted({a.method for a in adapters})
+    if len(methods) > 1:
+        raise AdapterError(
+            f"the adapters use different methods ({', '.join(methods)}); merge "
+            "adapters of one method"
+        )
+    bases = sorted({a.base_model_name_or_path for a in adapters if a.base_model_name_or_path})
+    if len(bases) > 1 and config.base_model is None:
+        raise AdapterError(
+            f"the adapters were trained on different base models ({', '.join(bases)})"
+        )
+    for i, adapter in enumerate(adapters[1:], start=1):
+        if sorted(_targets(adapter)) != sorted(_targets(first)):
+            raise AdapterError(
+                f"models.{i} adapts other modules than models.0; merge adapters "
+                "with the same target_modules"
+            )
+        if config.merge_method == "mean":
+            for key in MEAN_MUST_MATCH:
+                if getattr(adapter, key) != getattr(first, key):
+                    raise AdapterError(
+                        f"models.{i}: {key} is {getattr(adapter, key)!r} but "
+                        f"{getattr(first, key)!r} in models.0; a factor mean "
+                        "needs identical shapes and routing"
+                    )
+    if config.merge_method != "mean" and first.method in (*TOKEN_ROUTED, "hydra"):
+        raise cannot_fold_error(first.method)
+    if config.output == "peft" and first.method != "lora" and config.merge_method == "mean":
+        raise AdapterError(
+            f"output: peft holds LoRA adapters only; a mean of {first.method} "
+            "adapters is written with output: adapter"
+        )
+
+
+def _targets(adapter: AdapterConfig) -> list[str]:
+    targets = adapter.target_modules
+    return [targets] if isinstance(targets, str) else list(targets)
+
+
+def run_merge(config: MergeConfig, out_dir: Path, *, overwrite: bool = False, echo=print) -> Path:
+    """Carry out a merge config; returns the output directory."""
+    quiet_libraries()
+    _check_out_dir(out_dir, overwrite)
+    adapters = [read_adapter_config(Path(m.adapter)) for m in config.models]
+    check_compatible(config, adapters)
+    base_name = config.base_model or adapters[0].base_model_name_or_path
+    if base_name is None:
+        raise UserInputError("base_model: required (the adapters do not record their base model)")
+    model = load_full_model(base_name)
+    loaded = []
+    for i, source in enumerate(config.models):
+        load_adapter(model, source.adapter)
+        try:
+            task_id = task_index(model, source.task)
+        except AdapterError as e:
+            raise AdapterError(f"models.{i}.task: {e}") from e
+        state = adapter_state_dict(model)
+        loaded.append((unload(model), task_id, state))
+    with atomic_directory(out_dir) as tmp:
+        if config.merge_method == "mean":
+            _write_mean(model, adapters[0], config, [s for *_, s in loaded], tmp)
+        elif config.output == "model":
+            _apply_deltas(config, loaded)
+            _save_model(model, base_name, config.dtype, tmp)
+        else:
+            _write_low_rank(model, config, loaded, tmp)
+        _copy_heads(config, tmp)
+        (tmp / MERGE_RECIPE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    echo(
+        f"{config.merge_method} of {len(config.models)} adapter(s) written to {out_dir} "
+        f"({config.output})"
+    )
+    return out_dir
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise UserInputError(f"{out_dir} exists and is not empty; pass --overwrite to replace it")
+
+
+def _layer_deltas(config: MergeConfig, loaded) -> dict[str, tuple[RankExpertLinear, torch.Tensor]]:
+    """path -> (a detached layer, merged ΔW [out, in])."""
+    merged = {}
+    weights, densities = config.weights(), config.densities()
+    for path in loaded[0][0]:
+        deltas = [
+            layers[path].delta_weight(task_id).detach().float() for layers, task_id, _ in loaded
+        ]
+        if config.merge_method == "fold":
+            delta = deltas[0]
+        else:
+            delta = combine_deltas(
+                config.merge_method,
+                deltas,
+                weights,
+                densities,
+                scale=config.parameters.scale,
+                majority_sign=config.parameters.majority_sign,
+                generator_seed=_layer_seed(config.parameters.seed, path),
+            )
+        merged[path] = (loaded[0][0][path], delta)
+    return merged
+
+
+def _layer_seed(seed: int, path: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{seed}:{path}".encode()).digest()[:8], "little") >> 1
+
+
+@torch.no_grad()
+def _apply_deltas(config: MergeConfig, loaded) -> None:
+    for layer, delta in _layer_deltas(config, loaded).values():
+        weight = layer.base_layer.weight
+        delta = delta.T if layer.fan_in_fan_out else delta
+        weight.copy_((weight.float() + delta).to(weight.dtype))
+
+
+def _save_model(model, base_name: str, dtype: str, directory: Path) -> None:
+    model.to(getattr(torch, dtype)).save_pretrained(directory)
+    from transformers import AutoTokenizer
+
+    try:
+        AutoTokenizer.from_pretrained(resolve_model_path(base_name)).save_pretrained(directory)
+    except (OSError, ValueError):
+        pass  # models without a tokenizer (e.g. built from a config) merge all the same
+
+
+@torch.no_grad()
+def _write_low_rank(model, config: MergeConfig, loaded, directory: Path) -> None:
+    """Exact LoRA of the merge: A = [A_1; ...; A_n], B = [c_1 B_1 diag(g_1), ...], scaling 1."""
+    if config.merge_method not in ("fold", *EXACT_LOW_RANK):
+        raise AdapterError(f"{config.merge_method} cannot be written as an adapter")
+    weights = [1.0] * len(loaded) if config.merge_method == "fold" else config.weights()
+    scale = config.parameters.scale if config.merge_method == "task_arithmetic" else 1.0
+    factors = {}
+    for path in loaded[0][0]:
+        a_parts, b_parts = [], []
+        for (layers, task_id, _), weight in zip(loaded, weights, strict=True):
+            layer = layers[path]
+            gate = layer.router.static_weights(task_id)
+            columns = torch.full((layer.config.r,), layer.scaling * weight * scale)
+            if gate is not None:
+                columns = columns * gate.float()
+            a_parts.append(layer.lora_A.float())
+            b_parts.append(layer.lora_B.float() * columns)
+        factors[path] = (torch.cat(a_parts), torch.cat(b_parts, dim=1))
+    rank = next(iter(factors.values()))[0].shape[0]
+    first = loaded[0][0][next(iter(loaded[0][0]))].config
+    lora = AdapterConfig(
+        method="lora",
+        r=rank,
+        alpha=float(rank),
+        target_modules=list(factors),
+        base_model_name_or_path=first.base_model_name_or_path,
+    )
+    attach(model, lora)
+    for path, (a, b) in factors.items():
+        layer = model.get_submodule(path)
+        layer.lora_A.copy_(a)
+        layer.lora_B.copy_(b)
+    write_adapter(model, directory)
+
+
+def _write_mean(model, first: AdapterConfig, config: MergeConfig, states, directory: Path) -> None:
+    if config.output == "model":
+        raise AdapterError(
+            "a factor mean keeps the routers, so it is an adapter: use "
+            "output: adapter (or peft for lora)"
+        )
+    averaged = mean_factors(states, config.weights())
+    attach(model, first)
+    copy_adapter_state(model, averaged, directory)
+    write_adapter(model, directory)
+
+
+def _copy_heads(config: MergeConfig, directory: Path) -> None:
+    """Classifier heads travel with a folded single adapter (they are per run, not merged)."""
+    source = Path(config.models[0].adapter)
+    if len(config.models) == 1 and (source / HEADS_CONFIG).is_file():
+        for name in (HEADS_CONFIG, HEADS_WEIGHTS):
+            shutil.copy2(source / name, directory / name)
+
+
+def export_per_task(
+    adapter_dir: Path,
+    out_dir: Path,
+    *,
+    base_model: str | None,
+    dtype: str,
+    output: str,
+    overwrite: bool,
+    echo=print,
+) -> list[Path]:
+    """MoRE: one folded model (or LoRA adapter) per task, in OUT_DIR/<task>/."""
+    adapter = read_adapter_config(adapter_dir)
+    if adapter.method != "more":
+        raise AdapterError(
+            f"--per-task exports task-routed adapters (more); this one is {adapter.method}"
+        )
+    written = []
+    for task in adapter.task_names:
+        config = MergeConfig(
+            models=[Source(adapter=str(adapter_dir), task=task)],
+            merge_method="fold",
+            base_model=base_model,
+            parameters=MergeParameters(),
+            dtype=dtype,
+            output=output,
+        )
+        written.append(run_merge(config, out_dir / task, overwrite=overwrite, echo=echo))
+    return written
