@@ -205,6 +205,75 @@ def merge(
     run_merge(config, out_dir, overwrite=overwrite, echo=typer.echo)
 
 
+SWEEP_EXAMPLES = """
+Examples:
+
+  smora sweep-granularity --list-cells                       # the plan on the quickstart
+  smora sweep-granularity --expert-ranks 1,8 --methods smora --seeds 1 train.max_steps=100
+  smora sweep-granularity configs/sweep.yaml                 # the full grid, resumable
+  sbatch --array=0-29 scripts/slurm_sweep_array.sh configs/sweep.yaml   # one cell per task
+"""
+
+
+def _int_list(text: str | None, flag: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as e:
+        raise typer.BadParameter(
+            f"expected comma-separated integers, got {text!r}", param_hint=flag
+        ) from e
+
+
+def _str_list(text: str | None) -> list[str] | None:
+    return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
+
+
+@app.command("sweep-granularity", epilog=SWEEP_EXAMPLES)
+def sweep_granularity(
+    recipe: str | None = typer.Argument(None, help="Base recipe (default: the quickstart)."),
+    overrides: list[str] | None = typer.Argument(None, help="key.path=value overrides."),
+    total_rank: int | None = typer.Option(None, "--total-rank", help="r (default 64)."),
+    active_rank: int | None = typer.Option(None, "--active-rank", help="k (default 8)."),
+    expert_ranks: str | None = typer.Option(None, "--expert-ranks", help="p values: 1,2,4,8."),
+    methods: str | None = typer.Option(None, "--methods", help="smora,moe-lora,flylora."),
+    baselines: str | None = typer.Option(None, "--baselines", help="lora:8,lora:64."),
+    seeds: str | None = typer.Option(None, "--seeds", help="1,2,3."),
+    out: Path | None = typer.Option(None, "--out", help="Sweep directory (runs/sweep)."),
+    cell: int | None = typer.Option(None, "--cell", help="Run only cell I (SLURM arrays)."),
+    list_cells: bool = typer.Option(False, "--list-cells", help="Print the plan and exit."),
+) -> None:
+    """SMoRA's granularity study: fixed total and active rank, vary the rank per expert."""
+    from smora_cli.recipe import load_recipe
+    from smora_cli.sweep import plan_cells, run_sweep
+
+    path, overrides = _split_recipe_and_overrides(recipe, overrides)
+    base = load_recipe(path, overrides)
+    sweep = base.sweep
+    flags = {
+        "total_rank": total_rank,
+        "active_rank": active_rank,
+        "expert_ranks": _int_list(expert_ranks, "--expert-ranks"),
+        "methods": _str_list(methods),
+        "baselines": _str_list(baselines),
+        "seeds": _int_list(seeds, "--seeds"),
+        "output_dir": str(out) if out else None,
+    }
+    for key, value in flags.items():
+        if value is not None:
+            setattr(sweep, key, value)
+    if list_cells:
+        for planned in plan_cells(sweep, echo=typer.echo):
+            typer.echo(
+                f"{planned.index:3d}  {planned.name:24s} method={planned.method} "
+                f"r={planned.r} k={planned.k} p={planned.expert_rank} "
+                f"E={planned.experts} active={planned.active_experts}"
+            )
+        return
+    run_sweep(base, sweep, cell_index=cell, echo=typer.echo)
+
+
 def main() -> None:
     """Console entry point: map smora's errors to one line and an exit code."""
     try:

@@ -85,6 +85,19 @@ class EvalSection:
 
 
 @dataclass
+class SweepSection:
+    """`sweep:` the granularity study of `smora sweep-granularity` (flags override it)."""
+
+    total_rank: int = 64
+    active_rank: int = 8
+    expert_ranks: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    methods: list[str] = field(default_factory=lambda: ["smora", "moe-lora", "flylora"])
+    baselines: list[str] = field(default_factory=lambda: ["lora:8", "lora:64"])
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    output_dir: str = "runs/sweep"
+
+
+@dataclass
 class Recipe:
     model: ModelSection
     adapter: AdapterConfig
@@ -92,6 +105,7 @@ class Recipe:
     mixing: MixingSection = field(default_factory=MixingSection)
     train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
+    sweep: SweepSection = field(default_factory=SweepSection)
     source: str | None = None  # the file it came from (not a recipe key)
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,6 +131,7 @@ SECTIONS = {
     "mixing": MixingSection,
     "train": TrainSection,
     "eval": EvalSection,
+    "sweep": SweepSection,
 }
 # PEFT spellings accepted as aliases of our adapter keys.
 ADAPTER_ALIASES = {"lora_alpha": "alpha", "lora_dropout": "dropout"}
@@ -194,7 +209,7 @@ def apply_override(data: dict, item: str) -> list[str]:
 def _build(data: dict, problems: list[str]) -> Recipe | None:
     problems += unknown_keys(data, set(SECTIONS), "")
     sections: dict[str, Any] = {}
-    for name in ("model", "mixing", "train", "eval"):
+    for name in ("model", "mixing", "train", "eval", "sweep"):
         sections[name] = dataclass_from(SECTIONS[name], data.get(name, {}), name, problems)
     tasks = data.get("tasks")
     if not isinstance(tasks, list) or not tasks:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import torch
 
 from smora_cli import checkpoint as ckpt
 from smora_cli.adapters import attach, count_parameters, routing_context
+from smora_cli.adapters.inject import ParameterCounts
 from smora_cli.adapters.io import write_adapter
 from smora_cli.adapters.state import (
     aux_losses,
@@ -58,6 +60,8 @@ class RunResult:
     status: str  # "completed" or "interrupted"
     exit_code: int = 0
     eval: dict | None = None
+    params: ParameterCounts | None = None
+    train_seconds: float = 0.0  # wall time of the optimisation loop (this invocation)
 
 
 def lr_factor(step: int, *, max_steps: int, warmup_steps: int, scheduler: str) -> float:
@@ -271,20 +275,22 @@ class Trainer:
             f"; tasks {self.rates}"
         )
         baseline = self._evaluate() if self.recipe.eval.baseline and self.start_step == 0 else None
+        started = time.perf_counter()
         with self._signals():
             step = self._loop()
+        seconds = time.perf_counter() - started
         if self.stop_signal is not None:
             code = 128 + self.stop_signal
             self.echo(
                 f"stopped by signal {self.stop_signal} at step {step}; checkpoint saved; "
                 f"continue with --resume"
             )
-            return RunResult(self.run_dir, None, step, "interrupted", code)
+            return RunResult(self.run_dir, None, step, "interrupted", code, None, counts, seconds)
         adapter_dir = self._save_final()
         results = self._evaluate() if self.recipe.eval.at_end else None
         report = self._write_eval(results, baseline)
         self.accelerator.end_training()
-        return RunResult(self.run_dir, adapter_dir, step, "completed", 0, report)
+        return RunResult(self.run_dir, adapter_dir, step, "completed", 0, report, counts, seconds)
 
     def _loop(self) -> int:
         train = self.recipe.train

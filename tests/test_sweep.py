@@ -1,0 +1,131 @@
+"""`smora sweep-granularity`: grid arithmetic, parameter budgets, resumable end-to-end sweep."""
+
+import json
+import os
+import signal
+
+import pytest
+from torch import nn
+
+from smora_cli.adapters import AdapterConfig, attach, count_parameters
+from smora_cli.errors import UserInputError
+from smora_cli.recipe import SweepSection, recipe_from_dict
+from smora_cli.sweep import Interrupted, cell_recipe, plan_cells, run_sweep
+from smora_cli.train import Trainer
+from tests.fixtures import classifier_recipe
+
+
+def test_grid_arithmetic_and_skips():
+    messages = []
+    sweep = SweepSection(total_rank=64, active_rank=8, expert_ranks=[1, 2, 3, 4, 8, 16],
+                         methods=["smora", "moe-lora", "flylora"], baselines=["lora:8", "lora:64"],
+                         seeds=[1, 2])
+    cells = plan_cells(sweep, echo=messages.append)
+    rows = [(c.method, c.expert_rank, c.experts, c.active_experts, c.seed) for c in cells]
+    expected = []
+    for method in ("smora", "moe-lora"):
+        for p, experts, active in ((1, 64, 8), (2, 32, 4), (4, 16, 2), (8, 8, 1)):
+            expected += [(method, p, experts, active, seed) for seed in (1, 2)]
+    expected += [("flylora", 1, 64, 8, seed) for seed in (1, 2)]
+    expected += [("lora", 1, 8, 8, seed) for seed in (1, 2)]
+    expected += [("lora", 1, 64, 64, seed) for seed in (1, 2)]
+    assert rows == expected
+    assert [c.index for c in cells] == list(range(len(expected)))
+    assert len({c.name for c in cells}) == len(cells)
+    # p=3 divides neither 64 nor 8; p=16 does not divide k=8; flylora is rank-1 only.
+    assert sum("smora p=3" in m for m in messages) == 1
+    assert any("moe-lora p=16: p must divide" in m for m in messages)
+    assert sum(m.startswith("skipping flylora") for m in messages) == 5
+
+
+@pytest.mark.parametrize("sweep,message", [
+    (SweepSection(methods=["lora"]), "is not a rank-expert method"),
+    (SweepSection(baselines=["lora"]), "must look like lora:RANK"),
+    (SweepSection(active_rank=128), "must be between 1"),
+    (SweepSection(expert_ranks=[3], methods=["smora"], baselines=[]), "no valid cell"),
+])
+def test_invalid_sweeps(sweep, message):
+    with pytest.raises(UserInputError, match=message):
+        plan_cells(sweep, echo=lambda *_: None)
+
+
+def test_parameter_budgets_match_hand_counts(tmp_path):
+    """One 32->48 linear layer: trainable and activated parameters per cell."""
+    n, m, r, k = 32, 48, 16, 4
+    cells = plan_cells(SweepSection(total_rank=r, active_rank=k, expert_ranks=[1, 2, 4],
+                                    methods=["smora", "moe-lora", "flylora"],
+                                    baselines=[f"lora:{k}", f"lora:{r}"], seeds=[0]),
+                       echo=lambda *_: None)
+    for cell in cells:
+        overrides = cell.overrides()
+        model = attach(nn.Sequential(nn.Linear(n, m)),
+                       AdapterConfig(target_modules=["0"], **overrides))
+        counts = count_parameters(model)
+        experts = cell.experts
+        if cell.method == "lora":
+            trainable = activated = cell.r * (n + m)
+        elif cell.method == "flylora":
+            trainable = r * m  # B only
+            activated = r * round(n * k / r) + k * m  # the sparse A routes; k columns of B
+        else:
+            trainable = r * (n + m) + experts * n
+            activated = k * (n + m) + experts * n
+        assert (counts.adapter, counts.activated) == (trainable, activated), cell.name
+
+
+def small_sweep(tmp_path):
+    return SweepSection(total_rank=4, active_rank=2, expert_ranks=[1, 2], methods=["smora"],
+                        baselines=["lora:2"], seeds=[0], output_dir=str(tmp_path / "sweep"))
+
+
+def test_cell_recipes_change_only_adapter_and_seed(tmp_path, encoder_dir):
+    base = recipe_from_dict(classifier_recipe(encoder_dir, tmp_path / "data", tmp_path / "x"))
+    cells = plan_cells(small_sweep(tmp_path), echo=lambda *_: None)
+    recipe = cell_recipe(base, cells[1], tmp_path / "sweep")
+    assert (recipe.adapter.method, recipe.adapter.r, recipe.adapter.k, recipe.adapter.expert_rank) \
+        == ("smora", 4, 2, 2)
+    assert recipe.train.lr == base.train.lr and recipe.adapter.alpha == base.adapter.alpha
+    assert recipe.output_dir == tmp_path / "sweep" / "cells" / "smora-p2-seed0"
+    lora = cell_recipe(base, cells[2], tmp_path / "sweep")
+    assert (lora.adapter.method, lora.adapter.r, lora.adapter.k) == ("lora", 2, None)
+
+
+def test_sweep_end_to_end_resumes_and_skips(tmp_path, encoder_dir, monkeypatch):
+    base = recipe_from_dict(classifier_recipe(encoder_dir, tmp_path / "data", tmp_path / "x",
+                                              max_steps=4, save_steps=2))
+    sweep = small_sweep(tmp_path)
+    original = Trainer._optimizer_step
+
+    def interrupted(self, step):  # SIGTERM during the second cell's 2nd step
+        stats = original(self, step)
+        if self.recipe.adapter.expert_rank == 2 and step == 1 and not self.resume:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return stats
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", interrupted)
+    with pytest.raises(Interrupted, match="cell 1 .* stopped at step 2") as info:
+        run_sweep(base, sweep, echo=lambda *_: None)
+    assert info.value.exit_code == 128 + signal.SIGTERM
+    messages = []
+    records, paths = run_sweep(base, sweep, echo=messages.append)
+    assert "cell 0 (smora-p1-seed0) already finished" in messages
+    assert any("resumed from" in m for m in messages)
+    assert [r["name"] for r in records] == ["smora-p1-seed0", "smora-p2-seed0", "lora-r2-seed0"]
+    out = tmp_path / "sweep"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "cells", "granularity.png", "results.csv", "results.json", "results.md"]
+    assert (out / "granularity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((out / "results.json").read_text())
+    assert [(r["experts"], r["active_experts"]) for r in saved] == [(4, 2), (2, 1), (2, 2)]
+    assert all(set(r["tasks"]) == {"sent", "sim"} for r in saved)
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert {"sent", "sim", "average", "trainable_params", "router_entropy"} <= set(header)
+    table = (out / "results.md").read_text()
+    assert "| smora | 2 | 2 | 1 | 1 |" in table and "lora r=2" in table
+    mtime = (out / "cells" / "smora-p1-seed0" / "cell.json").stat().st_mtime
+    one = []
+    run_sweep(base, sweep, cell_index=2, echo=one.append)
+    assert "cell 2 (lora-r2-seed0) already finished" in one
+    assert (out / "cells" / "smora-p1-seed0" / "cell.json").stat().st_mtime == mtime
+    with pytest.raises(UserInputError, match="--cell 7 is out of range"):
+        run_sweep(base, sweep, cell_index=7, echo=lambda *_: None)
