@@ -24,6 +24,18 @@ from smora_cli.utils.schema import checked_fields, dataclass_from, read_yaml, un
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 QUICKSTART = PACKAGED_CONFIGS / "quickstart.yaml"
 RESOLVED_NAME = "resolved_recipe.yaml"
+# Experiment trackers Accelerate can log to (each installed separately).
+TRACKERS = (
+    "tensorboard",
+    "wandb",
+    "mlflow",
+    "comet_ml",
+    "aim",
+    "clearml",
+    "dvclive",
+    "trackio",
+    "swanlab",
+)
 
 
 @dataclass
@@ -282,6 +294,11 @@ def cross_checks(recipe: Recipe) -> list[str]:
         problems.append(f"train.warmup_ratio: must be in [0, 1), got {train.warmup_ratio}")
     if train.save_total_limit is not None and train.save_total_limit < 1:
         problems.append("train.save_total_limit: must be >= 1 (or null to keep all)")
+    unknown_trackers = sorted(set(train.log_with) - set(TRACKERS))
+    if unknown_trackers:
+        problems.append(
+            f"train.log_with: unknown tracker(s) {unknown_trackers}; known: {', '.join(TRACKERS)}"
+        )
     if recipe.model.max_length < 8:
         problems.append(f"model.max_length: must be >= 8, got {recipe.model.max_length}")
     if recipe.eval.batch_size < 1:

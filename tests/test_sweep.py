@@ -17,9 +17,14 @@ from tests.fixtures import classifier_recipe
 
 def test_grid_arithmetic_and_skips():
     messages = []
-    sweep = SweepSection(total_rank=64, active_rank=8, expert_ranks=[1, 2, 3, 4, 8, 16],
-                         methods=["smora", "moe-lora", "flylora"], baselines=["lora:8", "lora:64"],
-                         seeds=[1, 2])
+    sweep = SweepSection(
+        total_rank=64,
+        active_rank=8,
+        expert_ranks=[1, 2, 3, 4, 8, 16],
+        methods=["smora", "moe-lora", "flylora"],
+        baselines=["lora:8", "lora:64"],
+        seeds=[1, 2],
+    )
     cells = plan_cells(sweep, echo=messages.append)
     rows = [(c.method, c.expert_rank, c.experts, c.active_experts, c.seed) for c in cells]
     expected = []
@@ -38,12 +43,15 @@ def test_grid_arithmetic_and_skips():
     assert sum(m.startswith("skipping flylora") for m in messages) == 5
 
 
-@pytest.mark.parametrize("sweep,message", [
-    (SweepSection(methods=["lora"]), "is not a rank-expert method"),
-    (SweepSection(baselines=["lora"]), "must look like lora:RANK"),
-    (SweepSection(active_rank=128), "must be between 1"),
-    (SweepSection(expert_ranks=[3], methods=["smora"], baselines=[]), "no valid cell"),
-])
+@pytest.mark.parametrize(
+    "sweep,message",
+    [
+        (SweepSection(methods=["lora"]), "is not a rank-expert method"),
+        (SweepSection(baselines=["lora"]), "must look like lora:RANK"),
+        (SweepSection(active_rank=128), "must be between 1"),
+        (SweepSection(expert_ranks=[3], methods=["smora"], baselines=[]), "no valid cell"),
+    ],
+)
 def test_invalid_sweeps(sweep, message):
     with pytest.raises(UserInputError, match=message):
         plan_cells(sweep, echo=lambda *_: None)
@@ -52,14 +60,22 @@ def test_invalid_sweeps(sweep, message):
 def test_parameter_budgets_match_hand_counts(tmp_path):
     """One 32->48 linear layer: trainable and activated parameters per cell."""
     n, m, r, k = 32, 48, 16, 4
-    cells = plan_cells(SweepSection(total_rank=r, active_rank=k, expert_ranks=[1, 2, 4],
-                                    methods=["smora", "moe-lora", "flylora"],
-                                    baselines=[f"lora:{k}", f"lora:{r}"], seeds=[0]),
-                       echo=lambda *_: None)
+    cells = plan_cells(
+        SweepSection(
+            total_rank=r,
+            active_rank=k,
+            expert_ranks=[1, 2, 4],
+            methods=["smora", "moe-lora", "flylora"],
+            baselines=[f"lora:{k}", f"lora:{r}"],
+            seeds=[0],
+        ),
+        echo=lambda *_: None,
+    )
     for cell in cells:
         overrides = cell.overrides()
-        model = attach(nn.Sequential(nn.Linear(n, m)),
-                       AdapterConfig(target_modules=["0"], **overrides))
+        model = attach(
+            nn.Sequential(nn.Linear(n, m)), AdapterConfig(target_modules=["0"], **overrides)
+        )
         counts = count_parameters(model)
         experts = cell.experts
         if cell.method == "lora":
@@ -74,16 +90,27 @@ def test_parameter_budgets_match_hand_counts(tmp_path):
 
 
 def small_sweep(tmp_path):
-    return SweepSection(total_rank=4, active_rank=2, expert_ranks=[1, 2], methods=["smora"],
-                        baselines=["lora:2"], seeds=[0], output_dir=str(tmp_path / "sweep"))
+    return SweepSection(
+        total_rank=4,
+        active_rank=2,
+        expert_ranks=[1, 2],
+        methods=["smora"],
+        baselines=["lora:2"],
+        seeds=[0],
+        output_dir=str(tmp_path / "sweep"),
+    )
 
 
 def test_cell_recipes_change_only_adapter_and_seed(tmp_path, encoder_dir):
     base = recipe_from_dict(classifier_recipe(encoder_dir, tmp_path / "data", tmp_path / "x"))
     cells = plan_cells(small_sweep(tmp_path), echo=lambda *_: None)
     recipe = cell_recipe(base, cells[1], tmp_path / "sweep")
-    assert (recipe.adapter.method, recipe.adapter.r, recipe.adapter.k, recipe.adapter.expert_rank) \
-        == ("smora", 4, 2, 2)
+    assert (
+        recipe.adapter.method,
+        recipe.adapter.r,
+        recipe.adapter.k,
+        recipe.adapter.expert_rank,
+    ) == ("smora", 4, 2, 2)
     assert recipe.train.lr == base.train.lr and recipe.adapter.alpha == base.adapter.alpha
     assert recipe.output_dir == tmp_path / "sweep" / "cells" / "smora-p2-seed0"
     lora = cell_recipe(base, cells[2], tmp_path / "sweep")
@@ -91,8 +118,9 @@ def test_cell_recipes_change_only_adapter_and_seed(tmp_path, encoder_dir):
 
 
 def test_sweep_end_to_end_resumes_and_skips(tmp_path, encoder_dir, monkeypatch):
-    base = recipe_from_dict(classifier_recipe(encoder_dir, tmp_path / "data", tmp_path / "x",
-                                              max_steps=4, save_steps=2))
+    base = recipe_from_dict(
+        classifier_recipe(encoder_dir, tmp_path / "data", tmp_path / "x", max_steps=4, save_steps=2)
+    )
     sweep = small_sweep(tmp_path)
     original = Trainer._optimizer_step
 
@@ -113,7 +141,12 @@ def test_sweep_end_to_end_resumes_and_skips(tmp_path, encoder_dir, monkeypatch):
     assert [r["name"] for r in records] == ["smora-p1-seed0", "smora-p2-seed0", "lora-r2-seed0"]
     out = tmp_path / "sweep"
     assert sorted(p.name for p in out.iterdir()) == [
-        "cells", "granularity.png", "results.csv", "results.json", "results.md"]
+        "cells",
+        "granularity.png",
+        "results.csv",
+        "results.json",
+        "results.md",
+    ]
     assert (out / "granularity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((out / "results.json").read_text())
     assert [(r["experts"], r["active_experts"]) for r in saved] == [(4, 2), (2, 1), (2, 2)]
