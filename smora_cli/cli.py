@@ -279,8 +279,15 @@ def main() -> None:
     try:
         app()
     except SmoraError as e:
-        if os.environ.get("SMORA_DEBUG"):
-            raise
-        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-        typer.echo("(set SMORA_DEBUG=1 for the full traceback)", err=True)
-        sys.exit(e.exit_code)
+        _fail(str(e), e.exit_code)
+    except OSError as e:  # disk full, permissions, a file where a folder should be
+        where = f" ({e.filename})" if e.filename else ""
+        _fail(f"{e.strerror or e}{where}", 1)
+
+
+def _fail(message: str, code: int) -> None:
+    if os.environ.get("SMORA_DEBUG"):
+        raise
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    typer.echo("(set SMORA_DEBUG=1 for the full traceback)", err=True)
+    sys.exit(code)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from smora_cli.data.collate import collator_for
 from smora_cli.data.mixing import MixturePlan, mixing_rates
 from smora_cli.data.sources import load_task_split
 from smora_cli.data.tasks import resolve_task
-from smora_cli.errors import NonFiniteError, UserInputError
+from smora_cli.errors import JobError, NonFiniteError, UserInputError
 from smora_cli.evaluation.runner import json_safe
 from smora_cli.models import (
     MultiTaskClassifier,
@@ -45,7 +46,7 @@ from smora_cli.models import (
 )
 from smora_cli.recipe import Recipe, save_resolved
 from smora_cli.utils.accel import make_accelerator
-from smora_cli.utils.fs import atomic_directory
+from smora_cli.utils.fs import atomic_directory, fsync_tree
 from smora_cli.utils.log import MetricsLog, collapse_warnings, quiet_libraries
 
 ADAPTER_DIR = "adapter"
@@ -376,8 +377,7 @@ class Trainer:
             ):
                 culprit = name
                 break
-        latest = ckpt.latest_checkpoint(self.run_dir)
-        kept = f"last good checkpoint: {latest[1]}" if latest else "no checkpoint was written yet"
+        kept = self._last_good()
         return (
             f"non-finite training at step {step} (loss {loss}, grad norm {norm}); first "
             f"non-finite parameter or gradient: {culprit}; {kept}. Lower train.lr or set "
@@ -417,28 +417,47 @@ class Trainer:
 
     # ------------------------------------------------------------- checkpoints
     def _save_checkpoint(self, step: int) -> None:
+        """Write checkpoints/step-N via a hidden temporary directory and one rename."""
         accelerator = self.accelerator
         final = self.run_dir / ckpt.CHECKPOINTS / f"step-{step}"
         tmp = final.with_name(f".step-{step}.tmp")
-        if accelerator.is_main_process:
-            ckpt.clear_stale_temporaries(self.run_dir)
-            tmp.mkdir(parents=True)
+        try:
+            if accelerator.is_main_process:
+                ckpt.clear_stale_temporaries(self.run_dir)
+                tmp.mkdir(parents=True)
+            accelerator.wait_for_everyone()
+            extra = {}
+            if accelerator.distributed_type == "DEEPSPEED":  # keep the frozen base out of it
+                extra["exclude_frozen_parameters"] = True
+            accelerator.save_state(str(tmp), **extra)
+            if accelerator.is_main_process:
+                ckpt.write_state(tmp, {"step": step, "run": str(self.run_dir)})
+                fsync_tree(tmp)
+                ckpt.publish(tmp, final)
+                ckpt.rotate(self.run_dir, self.recipe.train.save_total_limit)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise JobError(
+                f"cannot write the checkpoint of step {step} in {final.parent}: "
+                f"{e.strerror or e}; {self._last_good()}"
+            ) from e
         accelerator.wait_for_everyone()
-        extra = {}
-        if accelerator.distributed_type == "DEEPSPEED":  # keep the frozen base out of it
-            extra["exclude_frozen_parameters"] = True
-        accelerator.save_state(str(tmp), **extra)
-        if accelerator.is_main_process:
-            ckpt.write_state(tmp, {"step": step, "run": str(self.run_dir)})
-            ckpt.publish(tmp, final)
-            ckpt.rotate(self.run_dir, self.recipe.train.save_total_limit)
-        accelerator.wait_for_everyone()
+
+    def _last_good(self) -> str:
+        latest = ckpt.latest_checkpoint(self.run_dir)
+        return f"last good checkpoint: {latest[1]}" if latest else "no checkpoint was written yet"
 
     def _save_final(self) -> Path:
         target = self.run_dir / ADAPTER_DIR
         if self.accelerator.is_main_process:
-            with atomic_directory(target) as tmp:
-                self._write_adapter(tmp)
+            try:
+                with atomic_directory(target) as tmp:
+                    self._write_adapter(tmp)
+            except OSError as e:
+                raise JobError(
+                    f"cannot write the final adapter to {target}: {e.strerror or e}; "
+                    f"{self._last_good()}"
+                ) from e
             self.echo(f"adapter written to {target}")
         self.accelerator.wait_for_everyone()
         return target

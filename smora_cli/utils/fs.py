@@ -27,7 +27,7 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
         raise UserInputError(f"cannot write to {target.parent}: {e.strerror or e}") from e
     try:
         yield tmp
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
@@ -62,9 +62,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def _fsync_tree(root: Path) -> None:
-    # Data must be on disk before the rename publishes the directory, or a crash can leave
-    # a complete-looking directory with empty files.
+def fsync_tree(root: Path) -> None:
+    """Flush every file under `root` to disk.
+
+    Data must be on disk before a rename publishes a directory, or a crash can leave a
+    complete-looking directory with empty files.
+    """
     for path in root.rglob("*"):
         if path.is_file():
             with open(path, "rb") as handle:
