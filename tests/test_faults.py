@@ -84,10 +84,11 @@ def test_kill9_sigterm_and_resume_end_where_an_uninterrupted_run_ends(tmp_path, 
 
     # 1. kill -9 while a checkpoint is being written (its temporary directory exists).
     process = start(recipe_path)
-    writing = lambda: any(
-        p.name.startswith(".step-")  # noqa: E731
-        for p in (run_dir / "checkpoints").glob(".*")
-    )
+    def writing():
+        return any(
+            p.name.startswith(".step-")
+            for p in (run_dir / "checkpoints").glob(".*")
+        )
     assert wait_for(writing, process), process.communicate()
     process.send_signal(signal.SIGKILL)
     process.wait()
