@@ -1,0 +1,71 @@
+"""Determinism, router-collapse reporting and bad data files."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from smora_cli.adapters import AdapterConfig, attach, on_optimizer_step, router_stats
+from smora_cli.data.sources import load_task_split
+from smora_cli.data.tasks import TaskSpec, resolve_task
+from smora_cli.errors import DataError
+from smora_cli.recipe import recipe_from_dict
+from smora_cli.train import run
+from smora_cli.utils.log import collapse_warnings
+from tests import tiny_models as tm
+from tests.fixtures import classifier_recipe
+
+
+def test_same_seed_same_adapter(tmp_path, encoder_dir):
+    tensors = []
+    for name in ("a", "b"):
+        data = classifier_recipe(encoder_dir, tmp_path / "data", tmp_path / name)
+        data["adapter"]["dropout"] = 0.1
+        data["eval"]["at_end"] = False
+        run(recipe_from_dict(data), show_progress=False, echo=lambda *_: None)
+        tensors.append(load_file(tmp_path / name / "adapter" / "adapter_model.safetensors"))
+    assert tensors[0].keys() == tensors[1].keys()
+    assert all(torch.equal(tensors[0][k], tensors[1][k]) for k in tensors[0])
+    data = classifier_recipe(encoder_dir, tmp_path / "data", tmp_path / "c", seed=1)
+    data["eval"]["at_end"] = False
+    run(recipe_from_dict(data), show_progress=False, echo=lambda *_: None)
+    other = load_file(tmp_path / "c" / "adapter" / "adapter_model.safetensors")
+    assert not all(torch.equal(tensors[0][k], other[k]) for k in other)
+
+
+def test_router_collapse_is_reported_with_the_layer_name():
+    config = AdapterConfig(method="smora", r=8, k=2, target_modules=["q_proj"])
+    model = attach(tm.llama(layers=1), config).train()
+    batch = tm.inputs()
+    batch["input_ids"][:] = 5  # every token identical: the same 2 experts win everywhere
+    tm.forward(model, batch)
+    on_optimizer_step(model)
+    stats = router_stats(model)
+    warnings = collapse_warnings(stats, config)
+    assert list(warnings) == ["model.layers.0.self_attn.q_proj"]
+    assert "router collapse in model.layers.0.self_attn.q_proj: one expert takes 100% of tokens" \
+        in warnings["model.layers.0.self_attn.q_proj"]
+    balanced = {"layer": {"max_load": 1 / 8, "min_load": 1 / 8, "entropy": 1.0}}
+    assert collapse_warnings(balanced, config) == {}
+
+
+def test_non_utf8_and_malformed_task_files(tmp_path):
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("text,label\ncaf\xe9 cr\xe8me,1\n".encode("latin-1"))
+    task = resolve_task(TaskSpec(name="t", source=str(latin), labels=["a", "b"]))
+    with pytest.raises(DataError, match="task 't'.*(not UTF-8|cannot read)"):
+        load_task_split(task, "train", task_id=0, text_to_text=False)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "a", "label": 1}\n{"text": "b", "lab\n')
+    task = resolve_task(TaskSpec(name="j", source=str(broken), labels=["a", "b"]))
+    with pytest.raises(DataError, match="task 'j': cannot read"):
+        load_task_split(task, "train", task_id=0, text_to_text=False)
+    numbers = tmp_path / "numbers.jsonl"
+    numbers.write_text('{"text": 5, "label": 1}\n')
+    task = resolve_task(TaskSpec(name="n", source=str(numbers), labels=["a", "b"]))
+    with pytest.raises(DataError, match="text column 'text' holds int64, not text"):
+        load_task_split(task, "train", task_id=0, text_to_text=False)
+    regression = tmp_path / "reg.jsonl"
+    regression.write_text('{"text": "a", "label": "high"}\n')
+    task = resolve_task(TaskSpec(name="r", source=str(regression), metric="pearson"))
+    with pytest.raises(DataError, match="regression label 'high' is not a finite number"):
+        load_task_split(task, "train", task_id=0, text_to_text=False)
