@@ -46,6 +46,7 @@ import math
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,7 @@ PRESETS = {
         "model_batch": 4,
         "repeats": 7,
         "iters": 3,
+        "model_iters": 1,
         "warmup": 2,
     },
     "quick": {
@@ -92,9 +94,15 @@ PRESETS = {
         "model_batch": 2,
         "repeats": 5,
         "iters": 2,
+        "model_iters": 2,
         "warmup": 1,
     },
 }
+LEGEND = (
+    "x = ratio to the row named under `vs` (same level, same total rank r); ms = median of the "
+    "rounds; peak MB = tensors held + largest growth during one train step; iqr% = spread of "
+    "the rounds (high values: the machine was busy)"
+)
 # (method, r, k, expert_rank, baseline lora rank): the cases of METHODS.md's reference setups.
 ADAPTER_CASES = (
     ("lora", 64, None, 1, 64),
@@ -479,6 +487,7 @@ def timed(fn: Callable[[], None], iters: int, env: Env) -> float:
 
 def run_rounds(cases: list[Case], phase: str, args: argparse.Namespace, env: Env) -> None:
     """Warm every case up, then `repeats` round-robin rounds with a rotating start."""
+    iters = args.model_iters if cases and cases[0].level == "model" else args.iters
     active = [c for c in cases if getattr(c, phase) is not None]
     for case in active:
         case.module.train(phase == "train")
@@ -491,7 +500,7 @@ def run_rounds(cases: list[Case], phase: str, args: argparse.Namespace, env: Env
             shift = round_index % max(1, len(active))
             for case in active[shift:] + active[:shift]:
                 case.module.train(phase == "train")
-                case.times[phase].append(timed(getattr(case, phase), args.iters, env))
+                case.times[phase].append(timed(getattr(case, phase), iters, env))
     finally:
         gc.enable()
 
@@ -541,6 +550,15 @@ def median_ms(case: Case | None, phase: str) -> float | None:
     return 1e3 * statistics.median(case.times[phase])
 
 
+def spread_pct(case: Case) -> float | None:
+    """Inter-quartile range of the rounds over their median, in %: the run's own noise."""
+    times = case.times["train"] or case.times["forward"]
+    if len(times) < 2:
+        return None
+    low, _, high = statistics.quantiles(times, n=4)
+    return 100 * (high - low) / statistics.median(times)
+
+
 def ratio(value: float | None, base: float | None) -> float | None:
     if value is None or not base:
         return None
@@ -577,7 +595,7 @@ def format_table(rows: list[dict], cases: list[Case]) -> str:
 
     header = (
         f"{'method':<12} {'level':<6} {'r':>3} {'k':>3} {'train ms':>9} {'train x':>8} "
-        f"{'fwd ms':>8} {'fwd x':>7} {'peak MB':>8} {'mem x':>6}  vs"
+        f"{'fwd ms':>8} {'fwd x':>7} {'peak MB':>8} {'mem x':>6} {'iqr%':>5}  vs"
     )
     lines = [header, "-" * len(header)]
     for row, case in zip(rows, cases, strict=True):
@@ -586,7 +604,8 @@ def format_table(rows: list[dict], cases: list[Case]) -> str:
             f"{row['method']:<12} {row['level']:<6} {cell(row['r'], '>3')} {cell(row['k'], '>3')} "
             f"{cell(row['train_ms'], '>9.2f')} {cell(row['train_ratio'], '>8.3f')} "
             f"{cell(row['forward_ms'], '>8.2f')} {cell(row['forward_ratio'], '>7.3f')} "
-            f"{cell(peak_mb, '>8.1f')} {cell(row['peak_mem_ratio'], '>6.3f')}  "
+            f"{cell(peak_mb, '>8.1f')} {cell(row['peak_mem_ratio'], '>6.3f')} "
+            f"{cell(spread_pct(case), '>5.1f')}  "
             f"{(case.baseline or '-').replace('/None', '')}"
         )
     return "\n".join(lines)
@@ -619,19 +638,22 @@ def meta(args: argparse.Namespace, env: Env) -> dict:
 
 
 # --------------------------------------------------------------------------- profiling
-def print_profiles(cases: list[Case], rows: int = 12) -> None:
-    """Top operators of one training step per layer-level case (`--profile`)."""
+def print_profiles(cases: list[Case], env: Env, rows: int = 12) -> None:
+    """Top operators of three training steps per layer-level case (`--profile`)."""
     from torch.profiler import ProfilerActivity, profile
 
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if env.cuda else [])
+    sort_by = "self_device_time_total" if env.cuda else "self_cpu_time_total"
     for case in cases:
         if case.level != "layer" or case.train is None:
             continue
         case.module.train(True)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with profile(activities=activities) as prof:
             for _ in range(3):
                 case.train()
-        print(f"\n=== {case.key}: top ops of 3 train steps, by self CPU time")
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+            env.sync()
+        print(f"\n=== {case.key}: top ops of 3 train steps, by {sort_by}")
+        print(prof.key_averages().table(sort_by=sort_by, row_limit=rows))
 
 
 # --------------------------------------------------------------------------- main
@@ -682,6 +704,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark, print the table, write `--json`; returns the JSON document."""
     args = parse_args(argv)
+    # PEFT touches a transformers attribute deprecated in v5; the warning is not ours to fix.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
     if args.threads:
         torch.set_num_threads(args.threads)
     env = Env(args.device, args.dtype)
@@ -702,10 +726,11 @@ def main(argv: list[str] | None = None) -> dict:
             run_rounds(level_cases, phase, args, env)
         measure_memory(level_cases, env)
         if args.profile:
-            print_profiles(level_cases)
+            print_profiles(level_cases, env)
         cases += level_cases
     rows = result_rows(cases)
     print(format_table(rows, cases))
+    print(LEGEND)
     report_peft(rows)
     print(f"total {time.perf_counter() - started:.1f} s", flush=True)
     document = {"meta": meta(args, env), "results": rows}

@@ -184,3 +184,20 @@ def test_lr_schedule():
     assert lr_factor(55, scheduler="cosine", **kwargs) == pytest.approx(0.5)
     assert lr_factor(55, scheduler="linear", **kwargs) == pytest.approx(0.5)
     assert lr_factor(99, scheduler="constant", **kwargs) == 1.0
+
+
+def test_ctrl_c_checkpoints_then_exits_130(tmp_path, encoder_dir, monkeypatch):
+    recipe = classifier_recipe(encoder_dir, tmp_path / "data", tmp_path / "run", save_steps=100)
+    original = Trainer._optimizer_step
+
+    def interrupted_step(self, step):
+        stats = original(self, step)
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return stats
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", interrupted_step)
+    result = train(recipe)
+    assert (result.status, result.step, result.exit_code) == ("interrupted", 2, 130)
+    assert [s for s, _ in checkpoint_dirs(tmp_path / "run")] == [2]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
