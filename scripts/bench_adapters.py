@@ -100,7 +100,7 @@ PRESETS = {
 }
 LEGEND = (
     "x = ratio to the row named under `vs` (same level, same total rank r); ms = median of the "
-    "rounds; peak MB = tensors held + largest growth during one train step; iqr% = spread of "
+    "rounds;\npeak MB = tensors held + largest growth during one train step; iqr% = spread of "
     "the rounds (high values: the machine was busy)"
 )
 # (method, r, k, expert_rank, baseline lora rank): the cases of METHODS.md's reference setups.
