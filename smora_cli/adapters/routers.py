@@ -84,8 +84,19 @@ class Router(nn.Module):
         super().__init__()
         self.config = config
 
-    def forward(self, x: Tensor, z: Tensor, inputs: RoutingInputs) -> Routing:
+    def forward(self, x: Tensor, z: Tensor, inputs: RoutingInputs,
+                logits: Tensor | None = None) -> Routing:
         return Routing(None, {})
+
+    @property
+    def gate_weight(self) -> Tensor | None:
+        """[E, in] weight of a bias-free token gate `W x`, which the layer may compute in the
+        same matmul as `A x` and pass back as `logits` (one pass over x instead of two)."""
+        gate = getattr(self, "gate", None)
+        return gate.weight if isinstance(gate, nn.Linear) and gate.bias is None else None
+
+    def _logits(self, x: Tensor, logits: Tensor | None) -> Tensor:
+        return self.gate(x) if logits is None else logits
 
     def reset_parameters(self) -> None:
         """Re-initialise trainable routing parameters (the base router has none)."""
@@ -162,8 +173,9 @@ class SoftmaxTopKRouter(_CountingRouter):
     def reset_parameters(self) -> None:
         self.gate.reset_parameters()
 
-    def forward(self, x: Tensor, z: Tensor, inputs: RoutingInputs) -> Routing:
-        probs = torch.softmax(self.gate(x), dim=-1)  # [.., E]
+    def forward(self, x: Tensor, z: Tensor, inputs: RoutingInputs,
+                logits: Tensor | None = None) -> Routing:
+        probs = torch.softmax(self._logits(x, logits), dim=-1)  # [.., E]
         top_probs, chosen = probs.topk(self.config.active_experts, dim=-1)  # [.., k/p]
         gates = torch.zeros_like(probs).scatter(
             -1, chosen, top_probs / top_probs.sum(-1, keepdim=True)
@@ -199,9 +211,10 @@ class SigmoidBiasTopKRouter(_BalanceBiasRouter):
     def reset_parameters(self) -> None:
         self.gate.reset_parameters()
 
-    def forward(self, x: Tensor, z: Tensor, inputs: RoutingInputs) -> Routing:
+    def forward(self, x: Tensor, z: Tensor, inputs: RoutingInputs,
+                logits: Tensor | None = None) -> Routing:
         active = self.config.active_experts
-        scores = torch.sigmoid(self.gate(x))  # h: [.., E]
+        scores = torch.sigmoid(self._logits(x, logits))  # h: [.., E]
         biased = scores + self.balance_bias
         top_biased, chosen = biased.topk(active, dim=-1)  # [.., k/p]
         top = top_biased if self.config.gate_uses_bias else scores.gather(-1, chosen)
@@ -220,7 +233,8 @@ class ImplicitRouter(_BalanceBiasRouter):
     def __init__(self, in_features: int, config: AdapterConfig):
         super().__init__(in_features, config, config.r)
 
-    def forward(self, x: Tensor, z: Tensor, inputs: RoutingInputs) -> Routing:
+    def forward(self, x: Tensor, z: Tensor, inputs: RoutingInputs,
+                logits: Tensor | None = None) -> Routing:
         with torch.no_grad():
             scores = z + self.balance_bias
             if self.config.topk_by == "abs":
@@ -265,7 +279,8 @@ class TaskPrefixRouter(Router):
         prefix = (ranks[None, :] <= choice[:, None]).to(probs.dtype)  # [T, R]
         return gate * prefix * self.rank_factors, choice
 
-    def forward(self, x: Tensor, z: Tensor, inputs: RoutingInputs) -> Routing:
+    def forward(self, x: Tensor, z: Tensor, inputs: RoutingInputs,
+                logits: Tensor | None = None) -> Routing:
         if inputs.task_ids is None:
             raise AdapterError(
                 "method 'more' routes by task: call the model inside "
@@ -316,8 +331,9 @@ class DenseSoftmaxRouter(Router):
     def reset_parameters(self) -> None:
         self.gate.reset_parameters()
 
-    def forward(self, x: Tensor, z: Tensor, inputs: RoutingInputs) -> Routing:
-        return Routing(torch.softmax(self.gate(x), dim=-1), {})  # [.., heads]
+    def forward(self, x: Tensor, z: Tensor, inputs: RoutingInputs,
+                logits: Tensor | None = None) -> Routing:
+        return Routing(torch.softmax(self._logits(x, logits), dim=-1), {})  # [.., heads]
 
     def static_weights(self, task_id: int | None) -> Tensor:
         raise cannot_fold_error(self.config.method)
