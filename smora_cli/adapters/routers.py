@@ -99,7 +99,10 @@ class Router(nn.Module):
         return self.gate(x) if logits is None else logits
 
     def reset_parameters(self) -> None:
-        """Re-initialise trainable routing parameters (the base router has none)."""
+        """Re-initialise trainable routing parameters: a token gate keeps nn.Linear's init."""
+        gate = getattr(self, "gate", None)
+        if isinstance(gate, nn.Linear):
+            gate.reset_parameters()
 
     def static_weights(self, task_id: int | None) -> Tensor | None:
         """The gate when it does not depend on the token, for folding into W0."""
@@ -170,9 +173,6 @@ class SoftmaxTopKRouter(_CountingRouter):
         super().__init__(in_features, config, config.num_expert_blocks)
         self.gate = nn.Linear(in_features, config.num_expert_blocks, bias=False)
 
-    def reset_parameters(self) -> None:
-        self.gate.reset_parameters()
-
     def forward(self, x: Tensor, z: Tensor, inputs: RoutingInputs,
                 logits: Tensor | None = None) -> Routing:
         probs = torch.softmax(self._logits(x, logits), dim=-1)  # [.., E]
@@ -207,9 +207,6 @@ class SigmoidBiasTopKRouter(_BalanceBiasRouter):
     def __init__(self, in_features: int, config: AdapterConfig):
         super().__init__(in_features, config, config.num_expert_blocks)
         self.gate = nn.Linear(in_features, config.num_expert_blocks, bias=False)
-
-    def reset_parameters(self) -> None:
-        self.gate.reset_parameters()
 
     def forward(self, x: Tensor, z: Tensor, inputs: RoutingInputs,
                 logits: Tensor | None = None) -> Routing:
@@ -327,9 +324,6 @@ class DenseSoftmaxRouter(Router):
         super().__init__(in_features, config)
         self.heads = config.hydra_heads
         self.gate = nn.Linear(in_features, self.heads, bias=False)
-
-    def reset_parameters(self) -> None:
-        self.gate.reset_parameters()
 
     def forward(self, x: Tensor, z: Tensor, inputs: RoutingInputs,
                 logits: Tensor | None = None) -> Routing:
