@@ -8,11 +8,8 @@ optimizer, from counts all-reduced over micro-batches and processes.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import shutil
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +32,7 @@ from smora_cli.data.mixing import MixturePlan, mixing_rates
 from smora_cli.data.sources import load_task_split
 from smora_cli.data.tasks import resolve_task
 from smora_cli.errors import JobError, NonFiniteError, UserInputError
-from smora_cli.evaluation.runner import json_safe
+from smora_cli.evaluation.runner import json_safe, write_json
 from smora_cli.models import (
     MultiTaskClassifier,
     example_losses,
@@ -44,10 +41,12 @@ from smora_cli.models import (
     save_heads,
     unwrap,
 )
+from smora_cli.optim import adamw, lr_factor, set_lr
 from smora_cli.recipe import Recipe, save_resolved
 from smora_cli.utils.accel import make_accelerator
 from smora_cli.utils.fs import atomic_directory, fsync_tree
 from smora_cli.utils.log import MetricsLog, collapse_warnings, quiet_libraries
+from smora_cli.utils.signals import GracefulStop
 
 ADAPTER_DIR = "adapter"
 EVAL_NAME = "eval_results.json"
@@ -63,18 +62,6 @@ class RunResult:
     eval: dict | None = None
     params: ParameterCounts | None = None
     train_seconds: float = 0.0  # wall time of the optimisation loop (this invocation)
-
-
-def lr_factor(step: int, *, max_steps: int, warmup_steps: int, scheduler: str) -> float:
-    """Learning-rate multiplier at optimizer step `step` (a pure function: exact resume)."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
-    if scheduler == "linear":
-        return max(0.0, 1.0 - progress)
-    if scheduler == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    return 1.0
 
 
 def _accelerator(recipe: Recipe, run_dir: Path):
@@ -121,7 +108,7 @@ class Trainer:
         self.overwrite = overwrite
         self.show_progress = show_progress
         self.echo = echo
-        self.stop_signal: int | None = None
+        self.stop = GracefulStop()
         self.collapsed: set[str] = set()
 
     # ------------------------------------------------------------------ set-up
@@ -164,7 +151,10 @@ class Trainer:
             self.kind, self.tokenizer, recipe.model.max_length, recipe.model.target_max_length
         )
         model = self._build_model()
-        self.optimizer = self._optimizer(model)
+        train = recipe.train
+        self.optimizer = adamw(
+            model, lr=train.lr, router_lr=train.router_lr, weight_decay=train.weight_decay
+        )
         self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
         self._register_checkpoint_hooks()
         self.plan = self._plan()
@@ -196,22 +186,6 @@ class Trainer:
         return MultiTaskClassifier(
             base, num_labels, recipe.model.pooling, [t.name for t in self.tasks]
         )
-
-    def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        """AdamW; routers may get their own lr; decay only on matrices (as nanoGPT)."""
-        train = self.recipe.train
-        groups: dict[tuple[float, float], list] = {}
-        for name, param in model.named_parameters():
-            if not param.requires_grad:
-                continue
-            lr = train.router_lr if train.router_lr and ".router." in name else train.lr
-            decay = train.weight_decay if param.dim() >= 2 else 0.0
-            groups.setdefault((lr, decay), []).append(param)
-        param_groups = [
-            {"params": p, "lr": lr, "initial_lr": lr, "weight_decay": wd}
-            for (lr, wd), p in groups.items()
-        ]
-        return torch.optim.AdamW(param_groups, lr=train.lr)
 
     def _plan(self) -> MixturePlan:
         train, mixing = self.recipe.train, self.recipe.mixing
@@ -277,13 +251,13 @@ class Trainer:
         )
         baseline = self._evaluate() if self.recipe.eval.baseline and self.start_step == 0 else None
         started = time.perf_counter()
-        with self._signals():
+        with self.stop:
             step = self._loop()
         seconds = time.perf_counter() - started
-        if self.stop_signal is not None:
-            code = 128 + self.stop_signal
+        if self.stop.signum is not None:
+            code = 128 + self.stop.signum
             self.echo(
-                f"stopped by signal {self.stop_signal} at step {step}; checkpoint saved; "
+                f"stopped by signal {self.stop.signum} at step {step}; checkpoint saved; "
                 f"continue with --resume"
             )
             return RunResult(self.run_dir, None, step, "interrupted", code, None, counts, seconds)
@@ -300,21 +274,20 @@ class Trainer:
         self.log.restart()
         progress = self._progress()
         step = self.start_step
-        while step < train.max_steps and self.stop_signal is None:
+        while step < train.max_steps and self.stop.signum is None:
             factor = lr_factor(
                 step, max_steps=train.max_steps, warmup_steps=warmup, scheduler=train.scheduler
             )
-            for group in self.optimizer.param_groups:
-                group["lr"] = group["initial_lr"] * factor
+            set_lr(self.optimizer, factor)
             stats = self._optimizer_step(step)
             step += 1
             self.log.record(step, stats, lr=train.lr * factor)
             if step % train.log_steps == 0 or step == train.max_steps:
                 self._log(step, progress)
             progress.update(1)
-            self._sync_stop_signal()
+            self.stop.sync(self.accelerator)
             if step % train.save_steps == 0 or (
-                self.stop_signal is not None and step < train.max_steps
+                self.stop.signum is not None and step < train.max_steps
             ):
                 self._save_checkpoint(step)
         progress.close()
@@ -464,7 +437,7 @@ class Trainer:
 
     # -------------------------------------------------------------- evaluation
     def _evaluate(self) -> dict:
-        from smora_cli.evaluation.runner import evaluate_task
+        from smora_cli.evaluation.runner import score_task, summarise
         from smora_cli.evaluation.scoring import Scorer
 
         recipe = self.recipe
@@ -475,64 +448,29 @@ class Trainer:
             max_length=recipe.model.max_length,
             target_max_length=recipe.model.target_max_length,
         )
-        results = {}
-        for i, task in enumerate(self.tasks):
-            data = load_task_split(
+        results = {
+            task.name: score_task(
+                scorer,
                 task,
-                recipe.eval.split,
+                split=recipe.eval.split,
                 task_id=i,
-                text_to_text=self.kind != "classifier",
-                limit=recipe.eval.limit or task.max_eval_examples,
+                batch_size=recipe.eval.batch_size,
+                limit=recipe.eval.limit,
+                accelerator=self.accelerator,
             )
-            result = evaluate_task(
-                scorer, data, batch_size=recipe.eval.batch_size, accelerator=self.accelerator
-            )
-            results[task.name] = {"metrics": result.metrics, "score": result.score, "n": result.n}
-        return results
-
-    def _write_eval(self, results: dict | None, baseline: dict | None) -> dict | None:
-        if results is None:
-            return None
-        report = {
-            "split": self.recipe.eval.split,
-            "tasks": results,
-            "average": sum(r["score"] for r in results.values()) / len(results),
+            for i, task in enumerate(self.tasks)
         }
+        return summarise(results)
+
+    def _write_eval(self, final: dict | None, baseline: dict | None) -> dict | None:
+        if final is None:
+            return None
+        report = {"split": self.recipe.eval.split, **final}
         if baseline is not None:
-            report["baseline"] = {
-                "tasks": baseline,
-                "average": sum(r["score"] for r in baseline.values()) / len(baseline),
-            }
-        report = json_safe(report)
+            report["baseline"] = baseline
         if self.accelerator.is_main_process:
-            path = self.run_dir / EVAL_NAME
-            path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
-        return report
-
-    # ----------------------------------------------------------------- signals
-    @contextlib.contextmanager
-    def _signals(self):
-        """SIGINT/SIGTERM ask the loop to checkpoint and stop; a second SIGINT aborts."""
-
-        def handler(signum, frame):
-            if self.stop_signal is not None and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self.stop_signal = signum
-
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, old in previous.items():
-                signal.signal(s, old)
-
-    def _sync_stop_signal(self) -> None:
-        """Every process stops at the same step, or collectives would hang."""
-        if self.accelerator.num_processes == 1:
-            return
-        flag = torch.tensor([self.stop_signal or 0], device=self.accelerator.device)
-        flag = self.accelerator.reduce(flag, reduction="max")
-        self.stop_signal = int(flag.item()) or None
+            write_json(report, self.run_dir / EVAL_NAME)
+        return json_safe(report)
 
 
 def _token_masks(batch: dict) -> tuple[torch.Tensor, ...]:

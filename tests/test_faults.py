@@ -84,11 +84,10 @@ def test_kill9_sigterm_and_resume_end_where_an_uninterrupted_run_ends(tmp_path, 
 
     # 1. kill -9 while a checkpoint is being written (its temporary directory exists).
     process = start(recipe_path)
+
     def writing():
-        return any(
-            p.name.startswith(".step-")
-            for p in (run_dir / "checkpoints").glob(".*")
-        )
+        return any(p.name.startswith(".step-") for p in (run_dir / "checkpoints").glob(".*"))
+
     assert wait_for(writing, process), process.communicate()
     process.send_signal(signal.SIGKILL)
     process.wait()

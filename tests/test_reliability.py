@@ -42,8 +42,10 @@ def test_router_collapse_is_reported_with_the_layer_name():
     stats = router_stats(model)
     warnings = collapse_warnings(stats, config)
     assert list(warnings) == ["model.layers.0.self_attn.q_proj"]
-    assert "router collapse in model.layers.0.self_attn.q_proj: one expert takes 100% of tokens" \
+    assert (
+        "router collapse in model.layers.0.self_attn.q_proj: one expert takes 100% of tokens"
         in warnings["model.layers.0.self_attn.q_proj"]
+    )
     balanced = {"layer": {"max_load": 1 / 8, "min_load": 1 / 8, "entropy": 1.0}}
     assert collapse_warnings(balanced, config) == {}
 

@@ -12,8 +12,9 @@ from smora_cli.adapters import load_adapter
 from smora_cli.checkpoint import checkpoint_dirs
 from smora_cli.errors import NonFiniteError, UserInputError
 from smora_cli.models import load_base_model, load_heads
+from smora_cli.optim import lr_factor
 from smora_cli.recipe import recipe_from_dict
-from smora_cli.train import Trainer, lr_factor, run
+from smora_cli.train import Trainer, run
 from tests.fixtures import classifier_recipe, write_jsonl
 
 

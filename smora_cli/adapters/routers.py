@@ -84,8 +84,9 @@ class Router(nn.Module):
         super().__init__()
         self.config = config
 
-    def forward(self, x: Tensor, z: Tensor, inputs: RoutingInputs,
-                logits: Tensor | None = None) -> Routing:
+    def forward(
+        self, x: Tensor, z: Tensor, inputs: RoutingInputs, logits: Tensor | None = None
+    ) -> Routing:
         return Routing(None, {})
 
     @property
@@ -173,8 +174,9 @@ class SoftmaxTopKRouter(_CountingRouter):
         super().__init__(in_features, config, config.num_expert_blocks)
         self.gate = nn.Linear(in_features, config.num_expert_blocks, bias=False)
 
-    def forward(self, x: Tensor, z: Tensor, inputs: RoutingInputs,
-                logits: Tensor | None = None) -> Routing:
+    def forward(
+        self, x: Tensor, z: Tensor, inputs: RoutingInputs, logits: Tensor | None = None
+    ) -> Routing:
         probs = torch.softmax(self._logits(x, logits), dim=-1)  # [.., E]
         top_probs, chosen = probs.topk(self.config.active_experts, dim=-1)  # [.., k/p]
         gates = torch.zeros_like(probs).scatter(
@@ -208,8 +210,9 @@ class SigmoidBiasTopKRouter(_BalanceBiasRouter):
         super().__init__(in_features, config, config.num_expert_blocks)
         self.gate = nn.Linear(in_features, config.num_expert_blocks, bias=False)
 
-    def forward(self, x: Tensor, z: Tensor, inputs: RoutingInputs,
-                logits: Tensor | None = None) -> Routing:
+    def forward(
+        self, x: Tensor, z: Tensor, inputs: RoutingInputs, logits: Tensor | None = None
+    ) -> Routing:
         active = self.config.active_experts
         scores = torch.sigmoid(self._logits(x, logits))  # h: [.., E]
         biased = scores + self.balance_bias
@@ -230,8 +233,9 @@ class ImplicitRouter(_BalanceBiasRouter):
     def __init__(self, in_features: int, config: AdapterConfig):
         super().__init__(in_features, config, config.r)
 
-    def forward(self, x: Tensor, z: Tensor, inputs: RoutingInputs,
-                logits: Tensor | None = None) -> Routing:
+    def forward(
+        self, x: Tensor, z: Tensor, inputs: RoutingInputs, logits: Tensor | None = None
+    ) -> Routing:
         with torch.no_grad():
             scores = z + self.balance_bias
             if self.config.topk_by == "abs":
@@ -276,8 +280,9 @@ class TaskPrefixRouter(Router):
         prefix = (ranks[None, :] <= choice[:, None]).to(probs.dtype)  # [T, R]
         return gate * prefix * self.rank_factors, choice
 
-    def forward(self, x: Tensor, z: Tensor, inputs: RoutingInputs,
-                logits: Tensor | None = None) -> Routing:
+    def forward(
+        self, x: Tensor, z: Tensor, inputs: RoutingInputs, logits: Tensor | None = None
+    ) -> Routing:
         if inputs.task_ids is None:
             raise AdapterError(
                 "method 'more' routes by task: call the model inside "
@@ -325,8 +330,9 @@ class DenseSoftmaxRouter(Router):
         self.heads = config.hydra_heads
         self.gate = nn.Linear(in_features, self.heads, bias=False)
 
-    def forward(self, x: Tensor, z: Tensor, inputs: RoutingInputs,
-                logits: Tensor | None = None) -> Routing:
+    def forward(
+        self, x: Tensor, z: Tensor, inputs: RoutingInputs, logits: Tensor | None = None
+    ) -> Routing:
         return Routing(torch.softmax(self._logits(x, logits), dim=-1), {})  # [.., heads]
 
     def static_weights(self, task_id: int | None) -> Tensor:

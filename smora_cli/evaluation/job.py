@@ -195,14 +195,6 @@ def glue_key(spec: TaskSpec) -> str | None:
     return "mnli_matched" if name == "mnli" else name
 
 
-def write_results(report: dict, path: Path) -> None:
-    """Strict JSON, written atomically."""
-    from smora_cli.evaluation.runner import json_safe
-    from smora_cli.utils.fs import atomic_write_text
-
-    atomic_write_text(path, json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
-
-
 def samples_path(output_path: Path, task: str) -> Path:
     return output_path.with_name(f"{output_path.stem}_samples_{task}.jsonl")
 
@@ -254,9 +246,8 @@ def execute(
     job: EvalPlan, *, batch_size: int, split: str, limit: int | None, log_samples: bool, echo=print
 ) -> dict:
     """Score every task of the plan; write and return the report (main process)."""
-    from smora_cli.data.sources import load_task_split
     from smora_cli.evaluation.metrics import glue_average
-    from smora_cli.evaluation.runner import evaluate_task
+    from smora_cli.evaluation.runner import score_task, summarise, write_json
     from smora_cli.evaluation.scoring import Scorer
     from smora_cli.utils.accel import make_accelerator
     from smora_cli.utils.log import quiet_libraries
@@ -282,32 +273,27 @@ def execute(
                 f"task {spec.name!r} has {task.num_labels} labels but its head "
                 f"has {model.num_labels[index]}"
             )
-        data = load_task_split(
+        result = score_task(
+            scorer,
             task,
-            split,
+            split=split,
             task_id=index,
-            text_to_text=job.kind != "classifier",
-            limit=limit or task.max_eval_examples,
+            batch_size=batch_size,
+            limit=limit,
+            accelerator=accelerator,
+            log_samples=log_samples,
         )
-        result = evaluate_task(
-            scorer, data, batch_size=batch_size, accelerator=accelerator, log_samples=log_samples
-        )
-        results[spec.name] = {"metrics": result.metrics, "score": result.score, "n": result.n}
+        results[spec.name] = result
         if glue_key(spec):
             glue[glue_key(spec)] = result.metrics
         if log_samples and accelerator.is_main_process:
             _write_samples(samples_path(job.output_path, spec.name), result.samples)
-    report = {
-        **provenance(job),
-        "split": split,
-        "tasks": results,
-        "average": sum(r["score"] for r in results.values()) / len(results),
-    }
+    report = {**provenance(job), "split": split, **summarise(results)}
     if glue:
         report["glue_average"] = glue_average(glue)
         report["glue_tasks"] = sorted(glue)
     if accelerator.is_main_process:
-        write_results(report, job.output_path)
+        write_json(report, job.output_path)
     return report
 
 

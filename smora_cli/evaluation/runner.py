@@ -77,6 +77,49 @@ def evaluate_task(
     )
 
 
+def score_task(
+    scorer: Scorer,
+    task,
+    *,
+    split: str,
+    task_id: int,
+    batch_size: int,
+    limit: int | None = None,
+    accelerator=None,
+    log_samples: bool = False,
+) -> TaskResult:
+    """Load `split` of `task` (at most `limit` examples) and evaluate it."""
+    from smora_cli.data.sources import load_task_split
+
+    data = load_task_split(
+        task,
+        split,
+        task_id=task_id,
+        text_to_text=scorer.kind != "classifier",
+        limit=limit or task.max_eval_examples,
+    )
+    return evaluate_task(
+        scorer, data, batch_size=batch_size, accelerator=accelerator, log_samples=log_samples
+    )
+
+
+def summarise(results: dict[str, TaskResult]) -> dict:
+    """{"tasks": {name: {metrics, score, n}}, "average": mean task score}."""
+    tasks = {
+        name: {"metrics": r.metrics, "score": r.score, "n": r.n} for name, r in results.items()
+    }
+    return {"tasks": tasks, "average": sum(r.score for r in results.values()) / len(results)}
+
+
+def write_json(report: dict, path) -> None:
+    """Strict JSON (NaN -> null), written atomically."""
+    import json
+
+    from smora_cli.utils.fs import atomic_write_text
+
+    atomic_write_text(path, json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
+
+
 def json_safe(value):
     """NaN/inf become null, so result files are strict JSON."""
     if isinstance(value, float) and not math.isfinite(value):
