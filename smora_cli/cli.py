@@ -78,13 +78,15 @@ def train(
         return
     from smora_cli.reporting import print_eval
     from smora_cli.train import run
+    from smora_cli.utils.accel import is_main_process
 
     result = run(
         loaded, overwrite=overwrite, resume=resume, show_progress=not quiet, echo=typer.echo
     )
-    typer.echo(f"run directory: {result.output_dir}")
-    if result.eval:
-        print_eval(result.eval, result.output_dir / "eval_results.json")
+    if is_main_process():
+        typer.echo(f"run directory: {result.output_dir}")
+        if result.eval:
+            print_eval(result.eval, result.output_dir / "eval_results.json")
     raise typer.Exit(result.exit_code)
 
 
@@ -124,6 +126,7 @@ def eval_command(
     """Score a base model, with or without an adapter, on GLUE and other tasks."""
     from smora_cli.evaluation.job import EvalRequest, run_eval
     from smora_cli.reporting import print_eval
+    from smora_cli.utils.accel import is_main_process
 
     if kind not in (None, "classifier", "causal-lm", "seq2seq"):
         raise typer.BadParameter("must be classifier, causal-lm or seq2seq", param_hint="--kind")
@@ -143,7 +146,8 @@ def eval_command(
         log_samples=log_samples,
     )
     report, job = run_eval(request, echo=typer.echo)
-    print_eval(report, job.output_path)
+    if is_main_process():
+        print_eval(report, job.output_path)
 
 
 MERGE_EXAMPLES = """

@@ -59,6 +59,7 @@ def test_two_processes_equal_one(tmp_path, encoder_dir):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("adapter written to") == 1, "only the main process reports"
+    assert done.stdout.count("run directory:") == 1 and done.stdout.count("average") == 1
 
     expected = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
     got = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")

@@ -15,3 +15,10 @@ def make_accelerator(**kwargs):
 
     cpu_only = not torch.cuda.is_available() and not torch.backends.mps.is_available()
     return Accelerator(cpu=cpu_only, **kwargs)
+
+
+def is_main_process() -> bool:
+    """True on the process that reports (rank 0), also before any Accelerator exists."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
