@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +75,9 @@ def _accelerator(recipe: Recipe, run_dir: Path):
     # Dense masked routing keeps every adapter parameter in the graph, so DDP needs no search
     # for unused ones. Buffers are not broadcast: balance biases change identically on every
     # rank (from all-reduced counts), and each rank's pending counts are its own.
+    # (torch 2.13 deprecates broadcast_buffers for forward_sync_buffers, which Accelerate cannot
+    # pass yet; the warning says to keep broadcast_buffers=False for rank-local buffers.)
+    warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated")
     ddp = DistributedDataParallelKwargs(find_unused_parameters=False, broadcast_buffers=False)
     return make_accelerator(
         mixed_precision=train.mixed_precision,
@@ -371,6 +375,9 @@ class Trainer:
 
     def _log(self, step: int, progress) -> None:
         stats = router_stats(self.adapted)
+        if self.accelerator.num_processes > 1:  # tokens/s of the whole job, not of rank 0
+            tokens = torch.tensor(self.log.tokens, device=self.accelerator.device)
+            self.log.tokens = int(self.accelerator.reduce(tokens, reduction="sum"))
         counts = self.plan.task_counts(step * self.recipe.train.grad_accum)
         seen = {task.name: int(count) for task, count in zip(self.tasks, counts, strict=True)}
         entry = self.log.flush(step, stats, seen)
