@@ -120,7 +120,7 @@ def cell_recipe(base: Recipe, cell: Cell, out: Path) -> Recipe:
     """The base recipe with the cell's adapter, seed and run directory."""
     data = copy.deepcopy(base.to_dict())
     data["adapter"].update(cell.overrides())
-    data["adapter"]["task_names"] = []  # refilled from the tasks (more) or left empty
+    data["adapter"].pop("task_names")  # the recipe fills it for task-routed methods
     data["train"].update(seed=cell.seed, output_dir=str(cell_dir(out, cell)))
     return recipe_from_dict(data, source=base.source)
 

@@ -265,3 +265,35 @@ def test_cli_short_forms(tmp_path, monkeypatch, capsys):
     assert code == 2 and "cannot be folded" in out.err and "Traceback" not in out.err
     code, out = smora(tmp_path / "folded")
     assert code == 2 and "--adapter DIR" in out.err
+
+
+def test_merged_classifier_adapters_keep_every_task_head(tmp_path, encoder_dir):
+    """Task adapters trained apart merge into one encoder that carries every task's head."""
+    import json
+
+    from smora_cli.evaluation.job import EvalPlan, _heads_dir, _load_model
+    from smora_cli.recipe import recipe_from_dict
+    from smora_cli.train import run
+    from tests.fixtures import classifier_recipe
+
+    for index, task in enumerate(("sent", "sim")):
+        data = classifier_recipe(encoder_dir, tmp_path / "data", tmp_path / task)
+        data["tasks"] = [data["tasks"][index]]
+        data["adapter"] = {"method": "lora", "r": 4}
+        run(recipe_from_dict(data), show_progress=False, echo=lambda *_: None)
+    sources = [{"adapter": str(tmp_path / t / "adapter")} for t in ("sent", "sim")]
+    for output in ("model", "adapter"):
+        run_merge(merge_config_from_dict({"merge_method": "linear", "output": output,
+                                          "models": sources}),
+                  tmp_path / f"merged-{output}", echo=lambda *_: None)
+        heads = json.loads((tmp_path / f"merged-{output}" / "task_heads.json").read_text())
+        assert heads["tasks"] == ["sent", "sim"] and heads["num_labels"] == [2, 0]
+    own = load_file(tmp_path / "sim" / "adapter" / "task_heads.safetensors")
+    merged = load_file(tmp_path / "merged-model" / "task_heads.safetensors")
+    assert torch.equal(merged["1.weight"], own["0.weight"])
+    job = EvalPlan(model=str(tmp_path / "merged-model"), kind="classifier", adapter=None,
+                   tasks=[], max_length=32, target_max_length=8, output_path=tmp_path / "r.json",
+                   run_dir=None)
+    assert _heads_dir(job) == tmp_path / "merged-model"
+    _, model = _load_model(job)
+    assert model.task_names == ["sent", "sim"] and model.num_labels == [2, 0]

@@ -143,11 +143,13 @@ def plan(request: EvalRequest, echo=print) -> EvalPlan:
 
 
 def _guess_kind(model: str, adapter: Path | None) -> str:
-    """classifier if the adapter has task heads, else from the model config's architecture."""
+    """classifier if task heads come with the adapter or the (folded) model, else from the
+    model config's architecture."""
     from smora_cli.models import HEADS_CONFIG, resolve_model_path
 
-    if adapter is not None and (adapter / HEADS_CONFIG).is_file():
-        return "classifier"
+    for folder in (adapter, Path(resolve_model_path(model))):
+        if folder is not None and (folder / HEADS_CONFIG).is_file():
+            return "classifier"
     from transformers import AutoConfig
 
     try:
@@ -224,6 +226,16 @@ def _task_index(spec: TaskSpec, trained: list[str] | None) -> int:
     )
 
 
+def _heads_dir(job: EvalPlan) -> Path | None:
+    """Task heads live beside the adapter, or beside a model folded by `smora merge`."""
+    from smora_cli.models import HEADS_CONFIG, resolve_model_path
+
+    for folder in (job.adapter, Path(resolve_model_path(job.model))):
+        if folder is not None and (folder / HEADS_CONFIG).is_file():
+            return folder
+    return None
+
+
 def _load_model(job: EvalPlan):
     from smora_cli.adapters.io import load_adapter
     from smora_cli.models import load_base_model, load_heads, load_tokenizer
@@ -233,12 +245,14 @@ def _load_model(job: EvalPlan):
     if job.adapter is not None:
         model = load_adapter(model, job.adapter)
     if job.kind == "classifier":
-        if job.adapter is None:
+        heads = _heads_dir(job)
+        if heads is None:
             raise UserInputError(
-                "a classifier needs the task heads of a trained run: pass "
-                "--adapter (or RUN_DIR) from a `kind: classifier` run"
+                "a classifier needs the task heads of a trained run: pass --adapter (or RUN_DIR) "
+                "from a `kind: classifier` run, or a model folded by `smora merge` (it carries "
+                "the heads)"
             )
-        model = load_heads(model, job.adapter)
+        model = load_heads(model, heads)
     return tokenizer, model.eval()
 
 

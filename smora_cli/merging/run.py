@@ -7,11 +7,12 @@ layer by layer, so memory stays near one model plus the adapters' factors.
 
 from __future__ import annotations
 
-import shutil
+import json
 from pathlib import Path
 
 import torch
 import yaml
+from safetensors.torch import load_file, save_file
 
 from smora_cli.adapters.config import TOKEN_ROUTED, AdapterConfig
 from smora_cli.adapters.fold import task_index, unload
@@ -135,7 +136,7 @@ def run_merge(config: MergeConfig, out_dir: Path, *, overwrite: bool = False, ec
             _save_model(model, base_name, config.dtype, tmp)
         else:
             _write_low_rank(model, config, loaded, tmp)
-        _copy_heads(config, tmp)
+        _copy_heads(config, tmp, echo)
         (tmp / MERGE_RECIPE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     echo(
         f"{config.merge_method} of {len(config.models)} adapter(s) written to {out_dir} "
@@ -245,12 +246,31 @@ def _write_mean(model, first: AdapterConfig, config: MergeConfig, states, direct
     write_adapter(model, directory)
 
 
-def _copy_heads(config: MergeConfig, directory: Path) -> None:
-    """Classifier heads travel with a folded single adapter (they are per run, not merged)."""
-    source = Path(config.models[0].adapter)
-    if len(config.models) == 1 and (source / HEADS_CONFIG).is_file():
-        for name in (HEADS_CONFIG, HEADS_WEIGHTS):
-            shutil.copy2(source / name, directory / name)
+def _copy_heads(config: MergeConfig, directory: Path, echo=print) -> None:
+    """Classifier heads travel with the merge: a folded adapter keeps its own; adapters
+    trained on different tasks contribute each of their task heads (by task name), so the
+    merged encoder can be scored on every task with `smora eval`."""
+    sources = [Path(m.adapter) for m in config.models]
+    if not all((s / HEADS_CONFIG).is_file() for s in sources):
+        return
+    metas = [json.loads((s / HEADS_CONFIG).read_text()) for s in sources]
+    tasks = [task for meta in metas for task in meta["tasks"]]
+    if len(set(tasks)) != len(tasks) or len({m["pooling"] for m in metas}) != 1:
+        echo("note: the adapters' task heads overlap or pool differently; no heads written")
+        return
+    weights, offset = {}, 0
+    for source, meta in zip(sources, metas, strict=True):
+        for key, tensor in load_file(str(source / HEADS_WEIGHTS)).items():
+            index, _, name = key.partition(".")
+            weights[f"{int(index) + offset}.{name}"] = tensor
+        offset += len(meta["tasks"])
+    save_file(weights, str(directory / HEADS_WEIGHTS))
+    combined = {
+        "tasks": tasks,
+        "num_labels": [n for m in metas for n in m["num_labels"]],
+        "pooling": metas[0]["pooling"],
+    }
+    (directory / HEADS_CONFIG).write_text(json.dumps(combined, indent=2) + "\n")
 
 
 def export_per_task(
