@@ -283,17 +283,26 @@ def test_merged_classifier_adapters_keep_every_task_head(tmp_path, encoder_dir):
         run(recipe_from_dict(data), show_progress=False, echo=lambda *_: None)
     sources = [{"adapter": str(tmp_path / t / "adapter")} for t in ("sent", "sim")]
     for output in ("model", "adapter"):
-        run_merge(merge_config_from_dict({"merge_method": "linear", "output": output,
-                                          "models": sources}),
-                  tmp_path / f"merged-{output}", echo=lambda *_: None)
+        run_merge(
+            merge_config_from_dict({"merge_method": "linear", "output": output, "models": sources}),
+            tmp_path / f"merged-{output}",
+            echo=lambda *_: None,
+        )
         heads = json.loads((tmp_path / f"merged-{output}" / "task_heads.json").read_text())
         assert heads["tasks"] == ["sent", "sim"] and heads["num_labels"] == [2, 0]
     own = load_file(tmp_path / "sim" / "adapter" / "task_heads.safetensors")
     merged = load_file(tmp_path / "merged-model" / "task_heads.safetensors")
     assert torch.equal(merged["1.weight"], own["0.weight"])
-    job = EvalPlan(model=str(tmp_path / "merged-model"), kind="classifier", adapter=None,
-                   tasks=[], max_length=32, target_max_length=8, output_path=tmp_path / "r.json",
-                   run_dir=None)
+    job = EvalPlan(
+        model=str(tmp_path / "merged-model"),
+        kind="classifier",
+        adapter=None,
+        tasks=[],
+        max_length=32,
+        target_max_length=8,
+        output_path=tmp_path / "r.json",
+        run_dir=None,
+    )
     assert _heads_dir(job) == tmp_path / "merged-model"
     _, model = _load_model(job)
     assert model.task_names == ["sent", "sim"] and model.num_labels == [2, 0]

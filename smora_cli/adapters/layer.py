@@ -159,7 +159,8 @@ class RankExpertLinear(nn.Module):
             return F.linear(adapter_in, self.lora_A), None
         projected = F.linear(adapter_in, torch.cat([self.lora_A, gate_weight]))
         z, logits = projected.split([self.lora_A.shape[0], gate_weight.shape[0]], dim=-1)
-        return z, logits
+        # A contiguous z lets the [.., r + E] projection be freed before backward.
+        return z.contiguous(), logits
 
     # ------------------------------------------------------------------ folding
     def delta_weight(self, task_id: int | None = None) -> Tensor:

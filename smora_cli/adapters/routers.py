@@ -162,8 +162,9 @@ class _BalanceBiasRouter(_CountingRouter):
     @torch.no_grad()
     def apply_step_counts(self, counts: Tensor) -> None:
         rate = self.config.effective_balance_rate
-        if rate > 0 and counts.sum() > 0:
+        if rate > 0:
             # b_e <- b_e + u * sign(mean(c) - c_e): under-used experts become more likely.
+            # (No counts, e.g. in evaluation, give sign(0) = 0: no move and no host sync.)
             self.balance_bias += rate * torch.sign(counts.mean() - counts)
 
 
@@ -178,7 +179,9 @@ class SoftmaxTopKRouter(_CountingRouter):
         self, x: Tensor, z: Tensor, inputs: RoutingInputs, logits: Tensor | None = None
     ) -> Routing:
         probs = torch.softmax(self._logits(x, logits), dim=-1)  # [.., E]
-        top_probs, chosen = probs.topk(self.config.active_experts, dim=-1)  # [.., k/p]
+        top_probs, chosen = probs.topk(
+            self.config.active_experts, dim=-1, sorted=False
+        )  # [.., k/p]
         gates = torch.zeros_like(probs).scatter(
             -1, chosen, top_probs / top_probs.sum(-1, keepdim=True)
         )
@@ -216,7 +219,7 @@ class SigmoidBiasTopKRouter(_BalanceBiasRouter):
         active = self.config.active_experts
         scores = torch.sigmoid(self._logits(x, logits))  # h: [.., E]
         biased = scores + self.balance_bias
-        top_biased, chosen = biased.topk(active, dim=-1)  # [.., k/p]
+        top_biased, chosen = biased.topk(active, dim=-1, sorted=False)  # [.., k/p]
         top = top_biased if self.config.gate_uses_bias else scores.gather(-1, chosen)
         gates = torch.zeros_like(scores).scatter(
             -1, chosen, active * top / top.sum(-1, keepdim=True)
@@ -240,7 +243,9 @@ class ImplicitRouter(_BalanceBiasRouter):
             scores = z + self.balance_bias
             if self.config.topk_by == "abs":
                 scores = scores.abs()
-            chosen = scores.topk(self.config.activated_rank, dim=-1).indices  # [.., k]
+            chosen = scores.topk(
+                self.config.activated_rank, dim=-1, sorted=False
+            ).indices  # [.., k]
             mask = torch.zeros_like(z).scatter(-1, chosen, 1.0)
         self._record(chosen, inputs)
         return Routing(mask, {})
@@ -289,6 +294,8 @@ class TaskPrefixRouter(Router):
                 "smora_cli.routing_context(model, task_ids=...)"
             )
         task_ids = inputs.task_ids.to(x.device)
+        if task_ids.numel() == 1:  # one task for the whole batch
+            task_ids = task_ids.reshape(1).expand(x.shape[0])
         if x.dim() >= 2 and x.shape[0] != task_ids.shape[0]:
             raise AdapterError(
                 f"task_ids has {task_ids.shape[0]} entries for a batch of {x.shape[0]}"

@@ -282,3 +282,16 @@ def test_routing_context_is_scoped():
         model(x)
     with pytest.raises(ValueError, match="routes by task"):
         model(x)
+
+
+def test_one_task_id_routes_the_whole_batch():
+    model = nn.Sequential(nn.Linear(IN, OUT))
+    from smora_cli.adapters import attach
+
+    attach(model, AdapterConfig(method="more", r=4, task_names=["a", "b"], target_modules=["0"]))
+    x = tokens(dtype=torch.float32)
+    with routing_context(model, task_ids=1):
+        one = model(x)
+    with routing_context(model, task_ids=torch.tensor([1, 1, 1])):
+        every = model(x)
+    torch.testing.assert_close(one, every)
