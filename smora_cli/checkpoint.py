@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from smora_cli.errors import JobError, UserInputError
+from smora_cli.errors import UserInputError
 from smora_cli.recipe import RESOLVED_NAME, Recipe
 
 CHECKPOINTS = "checkpoints"
@@ -62,13 +62,6 @@ def clear_stale_temporaries(run_dir: Path) -> None:
 
 def write_state(directory: Path, state: dict) -> None:
     (directory / STATE_NAME).write_text(json.dumps(state, indent=2) + "\n")
-
-
-def read_state(directory: Path) -> dict:
-    try:
-        return json.loads((directory / STATE_NAME).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise JobError(f"checkpoint {directory} is unreadable: {e}") from e
 
 
 def check_run_dir(run_dir: Path, recipe: Recipe, *, overwrite: bool, resume: bool) -> str:

@@ -42,10 +42,6 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
-def looks_like_path(name_or_path: str) -> bool:
-    return name_or_path.startswith((".", "/", "~")) or os.sep + os.sep in name_or_path
-
-
 def _load_error(what: str, name: str, error: Exception) -> UserInputError:
     first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
     return UserInputError(

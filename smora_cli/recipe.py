@@ -299,6 +299,9 @@ def cross_checks(recipe: Recipe) -> list[str]:
         problems.append(
             f"train.log_with: unknown tracker(s) {unknown_trackers}; known: {', '.join(TRACKERS)}"
         )
+    model_path = recipe.model.name_or_path
+    if model_path.startswith((".", "/", "~")) and not Path(model_path).expanduser().exists():
+        problems.append(f"model.name_or_path: {model_path} does not exist")
     if recipe.model.max_length < 8:
         problems.append(f"model.max_length: must be >= 8, got {recipe.model.max_length}")
     if recipe.eval.batch_size < 1:

@@ -78,7 +78,7 @@ def test_overrides_without_recipe_and_dry_run(monkeypatch, capsys):
 def test_missing_model_and_taken_output_dir(monkeypatch, capsys, tmp_path, encoder_dir):
     data = classifier_recipe(tmp_path / "no-such-model", tmp_path / "data", tmp_path / "run")
     code, _, err = smora(monkeypatch, capsys, "train", write_recipe(tmp_path / "a.yaml", data))
-    assert code == 2 and "cannot load tokenizer" in err
+    assert code == 2 and "model.name_or_path:" in err and "does not exist" in err
 
     data = classifier_recipe(encoder_dir, tmp_path / "data", tmp_path / "run", max_steps=2)
     data["eval"]["at_end"] = False

@@ -72,6 +72,10 @@ def test_peft_alias_keys(tmp_path):
         (["tasks.3.name=x"], "override tasks.3.name: tasks.3 is not an index of a 1-item list"),
         (["train.lr"], "override 'train.lr' must look like key.path=value"),
         (["train.log_with=[tensorbored]"], "train.log_with: unknown tracker(s) ['tensorbored']"),
+        (
+            ["model.name_or_path=./no/such/model"],
+            "model.name_or_path: ./no/such/model does not exist",
+        ),
         (["model.kind=robot"], "model.kind: expected one of 'classifier', 'causal-lm', 'seq2seq'"),
     ],
 )

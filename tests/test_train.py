@@ -172,9 +172,13 @@ def test_bad_task_files_are_clear(tmp_path, encoder_dir):
         train(recipe, overwrite=True)
 
 
-def test_missing_model_is_a_user_error(tmp_path, encoder_dir):
+def test_missing_or_empty_model_is_a_user_error(tmp_path, encoder_dir):
     recipe = classifier_recipe(tmp_path / "no-model", tmp_path / "data", tmp_path / "run")
-    with pytest.raises(UserInputError, match="cannot load"):
+    with pytest.raises(UserInputError, match="no-model does not exist"):
+        train(recipe)
+    (tmp_path / "empty-model").mkdir()
+    recipe = classifier_recipe(tmp_path / "empty-model", tmp_path / "data", tmp_path / "run")
+    with pytest.raises(UserInputError, match="cannot load tokenizer"):
         train(recipe)
 
 

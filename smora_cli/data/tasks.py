@@ -19,7 +19,6 @@ COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
 TaskType = Literal["classification", "regression", "generation"]
 KNOWN_METRICS = ("accuracy", "f1", "matthews", "pearson", "spearman", "exact_match", "rouge_l")
 REGRESSION_METRICS = ("pearson", "spearman")
-GENERATION_METRICS = ("exact_match", "rouge_l")
 
 
 @dataclass
