@@ -97,6 +97,7 @@ Examples:
   smora eval --tasks glue                           # the most recent run under ./runs
   smora eval --tasks glue --model google-t5/t5-base --adapter runs/glue/adapter --data-dir glue_data
   smora eval --tasks cola,sst2 --model gpt2 --limit 200 --log-samples --output-path base.json
+  smora eval runs/quickstart --model merged/ --no-adapter     # a merged model on a run's tasks
   accelerate launch --multi_gpu --num_processes 8 -m smora_cli eval runs/glue --tasks glue
 """
 
@@ -122,6 +123,9 @@ def eval_command(
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     output_path: Path | None = typer.Option(None, "--output-path", help="Results JSON file."),
     log_samples: bool = typer.Option(False, "--log-samples", help="Also write predictions."),
+    no_adapter: bool = typer.Option(
+        False, "--no-adapter", help="Score --model alone, e.g. a merged model on RUN_DIR's tasks."
+    ),
 ) -> None:
     """Score a base model, with or without an adapter, on GLUE and other tasks."""
     from smora_cli.evaluation.job import EvalRequest, run_eval
@@ -144,6 +148,7 @@ def eval_command(
         batch_size=batch_size,
         output_path=output_path,
         log_samples=log_samples,
+        no_adapter=no_adapter,
     )
     report, job = run_eval(request, echo=typer.echo)
     if is_main_process():

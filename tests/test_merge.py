@@ -306,3 +306,16 @@ def test_merged_classifier_adapters_keep_every_task_head(tmp_path, encoder_dir):
     assert _heads_dir(job) == tmp_path / "merged-model"
     _, model = _load_model(job)
     assert model.task_names == ["sent", "sim"] and model.num_labels == [2, 0]
+    from smora_cli.evaluation.job import EvalRequest, run_eval
+
+    report, _ = run_eval(
+        EvalRequest(
+            run_dir=tmp_path / "sim",
+            model=str(tmp_path / "merged-model"),
+            no_adapter=True,
+            output_path=tmp_path / "m.json",
+        ),
+        echo=lambda *_: None,
+    )
+    assert set(report["tasks"]) == {"sim"} and report["adapter"] is None
+    assert "pearson" in report["tasks"]["sim"]["metrics"]

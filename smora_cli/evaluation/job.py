@@ -39,6 +39,7 @@ class EvalRequest:
     batch_size: int = 64
     output_path: Path | None = None
     log_samples: bool = False
+    no_adapter: bool = False  # score --model alone (e.g. a merged model) on the run's tasks
 
 
 @dataclass
@@ -119,7 +120,11 @@ def plan(request: EvalRequest, echo=print) -> EvalPlan:
             )
         echo(f"evaluating the most recent run: {run_dir}")
     recipe = _run_recipe(run_dir) if run_dir else None
+    if request.no_adapter and request.adapter is not None:
+        raise UserInputError("--no-adapter and --adapter contradict each other")
     adapter = request.adapter or (run_dir / ADAPTER_DIR if run_dir else None)
+    if request.no_adapter:
+        adapter = None
     model = request.model or (recipe.model.name_or_path if recipe else None)
     if model is None and adapter is not None:
         from smora_cli.adapters.io import read_adapter_config
