@@ -136,7 +136,9 @@ class RankExpertLinear(nn.Module):
         z, logits = self._project(adapter_in)
         routing = self.router(adapter_in, z, self.routing_inputs or NO_INPUTS, logits)
         self.last_aux = routing.aux
-        if routing.weights is None:
+        if routing.output is not None:
+            z = routing.output
+        elif routing.weights is None:
             z = z * self.scaling
         elif self.router.heads > 1:
             gated = routing.weights.unsqueeze(-1) * z.unsqueeze(-2)  # [.., heads, r]

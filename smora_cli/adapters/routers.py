@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smora_cli.adapters.config import AdapterConfig
+from smora_cli.adapters.gates import SigmoidTopKGate, expand_experts
 from smora_cli.errors import AdapterError
 
 
@@ -52,6 +53,9 @@ NO_INPUTS = RoutingInputs()
 class Routing(NamedTuple):
     weights: Tensor | None  # broadcastable to [.., r] (or [.., heads]); None = every rank at 1
     aux: dict[str, Tensor]  # raw auxiliary losses; coefficients are applied by the trainer
+    # s * z * g when the router applies its gate itself (a fused autograd node); then `weights`
+    # is None and the layer uses this as the input of B.
+    output: Tensor | None = None
 
 
 class ExpertCounter(nn.Module):
@@ -126,13 +130,6 @@ def cannot_fold_error(method: str) -> AdapterError:
     )
 
 
-def _expand_experts(gates: Tensor, expert_rank: int) -> Tensor:
-    """[.., E] expert gates -> [.., E*p] rank gates (each gate repeated over its p ranks)."""
-    if expert_rank == 1:
-        return gates
-    return gates.repeat_interleave(expert_rank, dim=-1)
-
-
 class _CountingRouter(Router):
     """A router that picks experts per token and counts the picks."""
 
@@ -189,7 +186,7 @@ class SoftmaxTopKRouter(_CountingRouter):
         aux = {}
         if self.training and self.config.aux_loss_coef > 0:
             aux["balance"] = self._switch_loss(probs, chosen, inputs)
-        return Routing(_expand_experts(gates, self.config.expert_rank), aux)
+        return Routing(expand_experts(gates, self.config.expert_rank), aux)
 
     def _switch_loss(self, probs: Tensor, chosen: Tensor, inputs: RoutingInputs) -> Tensor:
         """E * sum_e f_e P_e (Switch Transformer), over real tokens only."""
@@ -212,20 +209,37 @@ class SigmoidBiasTopKRouter(_BalanceBiasRouter):
     def __init__(self, in_features: int, config: AdapterConfig):
         super().__init__(in_features, config, config.num_expert_blocks)
         self.gate = nn.Linear(in_features, config.num_expert_blocks, bias=False)
+        # The gate as one autograd node with a hand-written backward (gates.py); False runs
+        # the straightforward ops below, which the tests compare it with.
+        self.fused_gate = True
 
     def forward(
         self, x: Tensor, z: Tensor, inputs: RoutingInputs, logits: Tensor | None = None
     ) -> Routing:
-        active = self.config.active_experts
-        scores = torch.sigmoid(self._logits(x, logits))  # h: [.., E]
+        logits = self._logits(x, logits)
+        config = self.config
+        if self.fused_gate:
+            output, chosen = SigmoidTopKGate.apply(
+                z,
+                logits,
+                self.balance_bias,
+                config.active_experts,
+                config.expert_rank,
+                config.gate_uses_bias,
+                config.scaling,
+            )
+            self._record(chosen, inputs)
+            return Routing(None, {}, output)
+        active = config.active_experts
+        scores = torch.sigmoid(logits)  # h: [.., E]
         biased = scores + self.balance_bias
         top_biased, chosen = biased.topk(active, dim=-1, sorted=False)  # [.., k/p]
-        top = top_biased if self.config.gate_uses_bias else scores.gather(-1, chosen)
+        top = top_biased if config.gate_uses_bias else scores.gather(-1, chosen)
         gates = torch.zeros_like(scores).scatter(
             -1, chosen, active * top / top.sum(-1, keepdim=True)
         )
         self._record(chosen, inputs)
-        return Routing(_expand_experts(gates, self.config.expert_rank), {})
+        return Routing(expand_experts(gates, config.expert_rank), {})
 
 
 class ImplicitRouter(_BalanceBiasRouter):
