@@ -15,12 +15,17 @@ Two levels:
   and the naive multi-LoRA MoE of research forks (8 LoRAs of rank 8, top-2, a Python loop over
   experts: `loop-moe` dense per expert, `gather-moe` with index_select/index_add).
 * `model`: one AdamW training step (+ `on_optimizer_step`) of a random-init LlamaForCausalLM with
-  adapters on every linear layer, PEFT's LoRA on the same model (`peft-lora`), and a LoRA model
-  folded into its base weights (`folded-lora`, forward only).
+  adapters on every linear layer, PEFT's LoRA on the same model (`peft-lora`), and LoRA and
+  MoRE (one task's rank map) models folded into their base weights (`folded-lora`,
+  `folded-more`, forward only).
+* `eval`: rank classification of `--eval-examples` prompts against `--eval-labels` labels on
+  the same Llama with a smora adapter: every (example, label) sequence of a batch in one forward
+  (`rankcls`, what `smora eval` does) against one forward per pair (`rankcls-loop`).
 
 Ratios: every row is divided by `lora` of the same total rank r at the same level, measured in
-this process, except `folded-lora`, which is divided by the plain base model (`base`, model
-level): folding must cost nothing. `peft-lora`'s ratio is PEFT / ours (we want >= 1.0).
+this process, except the folded models, which are divided by the plain base model (`base`,
+model level): folding must cost nothing. `peft-lora`'s ratio is PEFT / ours (we want >= 1.0);
+`rankcls-loop` is divided by the batched `rankcls`.
 
 Timing: warm-up, then the median over `--repeats` rounds of the mean of a few iterations;
 inside a round the cases run round-robin, starting at a rotating offset, so machine drift hits
@@ -71,6 +76,8 @@ from smora_cli.adapters import (
     routing_context,
 )
 from smora_cli.adapters.state import aux_losses, clear_aux, weighted_aux_loss
+from smora_cli.data.collate import IGNORE
+from smora_cli.models import example_losses
 
 ADAPTER_METHODS = ("lora", "smora", "moe-lora", "flylora", "more", "hydra")
 EXTRA_METHODS = ("loop-moe", "peft")  # naive MoE (layer level), PEFT LoRA (model level)
@@ -89,6 +96,8 @@ PRESETS = {
         "iters": 3,
         "model_iters": 1,
         "warmup": 2,
+        "eval_examples": 64,
+        "eval_labels": 4,
     },
     "quick": {
         "tokens": 1024,
@@ -102,6 +111,8 @@ PRESETS = {
         "iters": 5,  # layer steps take ~10 ms here: short blocks would time the timer's noise
         "model_iters": 2,
         "warmup": 1,
+        "eval_examples": 16,
+        "eval_labels": 2,
     },
 }
 LEGEND = (
@@ -427,10 +438,16 @@ def peft_model(template: nn.Module, r: int) -> nn.Module:
     return model
 
 
-def folded_lora_model(template: nn.Module, r: int) -> nn.Module:
-    model = attach(copy.deepcopy(template), AdapterConfig(method="lora", r=r))
+def folded_model(template: nn.Module, method: str, r: int) -> nn.Module:
+    """A trained-looking adapter folded into a copy of the base (MoRE: task "a"'s rank map)."""
+    model = attach(copy.deepcopy(template), adapter_config(method, r, None, 1))
     randomise_adapter(model)
-    return fold(model)
+    if method == "more":
+        with torch.no_grad():  # a rank map other than the init's, as after training
+            for layer in model.modules():
+                if hasattr(layer, "selector"):
+                    layer.selector.bias.normal_()
+    return fold(model, task="a" if method == "more" else None)
 
 
 def model_cases(args: argparse.Namespace, env: Env) -> list[Case]:
@@ -449,18 +466,14 @@ def model_cases(args: argparse.Namespace, env: Env) -> list[Case]:
         model_forward(template, "base", ids),
         static_bytes=tensor_bytes(template, ids),
     )
-    folded_model = folded_lora_model(template, 64)
-    folded = Case(
-        "folded-lora",
-        "model",
-        64,
-        64,
-        "model/base/None",
-        folded_model,
-        None,
-        model_forward(folded_model, "lora", ids),
-    )
-    cases = [base, folded]
+    cases = [base]
+    for method in ("lora", "more"):
+        if method in args.methods:
+            model = folded_model(template, method, 64)
+            forward = model_forward(model, "base", ids)
+            cases.append(
+                Case(f"folded-{method}", "model", 64, None, "model/base/None", model, None, forward)
+            )
     for method, r, k, p, base_r in ADAPTER_CASES:
         if method not in args.methods:
             continue
@@ -481,6 +494,58 @@ def model_cases(args: argparse.Namespace, env: Env) -> list[Case]:
     return cases
 
 
+# --------------------------------------------------------------------------- eval level
+def rank_classification_batch(args: argparse.Namespace, env: Env) -> dict[str, Tensor]:
+    """Every (prompt, label) pair as one causal-LM sequence; the loss covers the label only."""
+    generator = torch.Generator().manual_seed(4)
+    prompts = torch.randint(0, 1000, (args.eval_examples, args.model_seq - 2), generator=generator)
+    labels = torch.randint(0, 1000, (args.eval_labels, 2), generator=generator)
+    pairs = args.eval_examples * args.eval_labels
+    ids = torch.cat(
+        [prompts.repeat_interleave(args.eval_labels, 0), labels.repeat(args.eval_examples, 1)], 1
+    )
+    targets = ids.clone()
+    targets[:, : prompts.shape[1]] = IGNORE
+    return {
+        "input_ids": ids.to(env.device),
+        "attention_mask": torch.ones_like(ids).to(env.device),
+        "labels": targets.to(env.device),
+        "task_ids": torch.zeros(pairs, dtype=torch.long, device=env.device),
+    }
+
+
+def eval_cases(args: argparse.Namespace, env: Env) -> list[Case]:
+    """Rank classification on a smora-adapted Llama: one forward per batch vs per pair."""
+    model = attach(llama_template(args, env), adapter_config("smora", 64, 8, 1)).eval()
+    randomise_adapter(model)
+    batch = rank_classification_batch(args, env)
+    pairs = batch["input_ids"].shape[0]
+
+    def batched() -> None:
+        with torch.no_grad():
+            example_losses(model, batch, "causal-lm")
+
+    def looped() -> None:
+        with torch.no_grad():
+            for i in range(pairs):
+                example_losses(model, {k: v[i : i + 1] for k, v in batch.items()}, "causal-lm")
+
+    return [
+        Case("rankcls", "eval", 64, 8, "eval/rankcls/64", model, None, batched),
+        Case("rankcls-loop", "eval", 64, 8, "eval/rankcls/64", model, None, looped),
+    ]
+
+
+def report_eval(rows: list[dict], args: argparse.Namespace) -> None:
+    for row in rows:
+        if row["level"] == "eval" and row["forward_ms"]:
+            rate = args.eval_examples / (row["forward_ms"] / 1e3)
+            print(f"{row['method']}: {rate:.1f} examples/s ({args.eval_labels} labels each)")
+
+
+LEVELS = {"layer": layer_cases, "model": model_cases, "eval": eval_cases}
+
+
 # --------------------------------------------------------------------------- measuring
 def timed(fn: Callable[[], None], iters: int, env: Env) -> float:
     """Mean seconds per call of `fn` over `iters` back-to-back calls."""
@@ -494,7 +559,7 @@ def timed(fn: Callable[[], None], iters: int, env: Env) -> float:
 
 def run_rounds(cases: list[Case], phase: str, args: argparse.Namespace, env: Env) -> None:
     """Warm every case up, then `repeats` round-robin rounds with a rotating start."""
-    iters = args.model_iters if cases and cases[0].level == "model" else args.iters
+    iters = args.iters if cases and cases[0].level == "layer" else args.model_iters
     active = [c for c in cases if getattr(c, phase) is not None]
     for case in active:
         case.module.train(phase == "train")
@@ -685,7 +750,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         + ",".join(ADAPTER_METHODS + EXTRA_METHODS)
         + " (lora is always run: it is the baseline)",
     )
-    parser.add_argument("--level", type=csv_list, default=["layer", "model"])
+    parser.add_argument("--level", type=csv_list, default=list(LEVELS))
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
@@ -698,7 +763,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     unknown = set(args.methods) - set(ADAPTER_METHODS + EXTRA_METHODS)
-    bad_level = set(args.level) - {"layer", "model"}
+    bad_level = set(args.level) - set(LEVELS)
     if unknown or bad_level or args.tokens % args.batch:
         parser.error(
             f"unknown methods {sorted(unknown)} / levels {sorted(bad_level)}, or "
@@ -725,7 +790,7 @@ def main(argv: list[str] | None = None) -> dict:
         flush=True,
     )
     cases: list[Case] = []
-    for level, build in (("layer", layer_cases), ("model", model_cases)):
+    for level, build in LEVELS.items():
         if level not in args.level:
             continue
         level_cases = build(args, env)
@@ -739,6 +804,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(format_table(rows, cases))
     print(LEGEND)
     report_peft(rows)
+    report_eval(rows, args)
     print(f"total {time.perf_counter() - started:.1f} s", flush=True)
     document = {"meta": meta(args, env), "results": rows}
     if args.json is not None:

@@ -28,6 +28,10 @@ TINY = [
     "1",
     "--warmup",
     "1",
+    "--eval-examples",
+    "3",
+    "--eval-labels",
+    "2",
 ]
 RESULT_KEYS = {
     "method",
@@ -77,7 +81,11 @@ def test_quick_run_writes_ratios_against_lora(tmp_path, capsys):
     assert rows[("peft-lora", "model", 64)]["train_ratio"] > 0
     assert rows[("folded-lora", "model", 64)]["forward_ratio"] > 0
     assert rows[("folded-lora", "model", 64)]["train_ms"] is None
-    assert "train x" in capsys.readouterr().out
+    assert rows[("folded-more", "model", 64)]["forward_ratio"] > 0
+    assert rows[("rankcls", "eval", 64)]["forward_ratio"] == 1.0
+    assert rows[("rankcls-loop", "eval", 64)]["forward_ratio"] > 0
+    printed = capsys.readouterr().out
+    assert "train x" in printed and "rankcls: " in printed and "examples/s" in printed
 
 
 def test_methods_filter_keeps_the_lora_baseline():

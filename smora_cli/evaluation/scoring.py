@@ -17,6 +17,7 @@ from torch import nn
 from smora_cli.adapters.inject import routing_context
 from smora_cli.data.collate import collator_for
 from smora_cli.data.sources import TaskData
+from smora_cli.errors import DataError
 from smora_cli.models import example_losses, unwrap
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -67,12 +68,24 @@ class Scorer:
 
     def _rank_classify(self, data: TaskData, items: list[dict]) -> list[int]:
         labels = data.task.label_names
+        self._check_label_lengths(data.task.name, labels)
         expanded = [{**item, "target": label} for item in items for label in labels]
         batch = self._to_device(self.collate(expanded))
         with routing_context(self.model, task_ids=batch["task_ids"]):
             loss_sums, _ = example_losses(self.model, batch, self.kind)
         scores = -loss_sums.view(len(items), len(labels))  # total log-likelihood per label
         return scores.argmax(dim=1).tolist()
+
+    def _check_label_lengths(self, task: str, labels: list[str]) -> None:
+        """Refuse labels the collator would cut: truncated labels can no longer be told apart."""
+        room = self.target_max_length - 1  # the collator keeps one position for EOS
+        for label in labels:
+            length = len(self.tokenizer(" " + label, add_special_tokens=False)["input_ids"])
+            if length > room:
+                raise DataError(
+                    f"task {task!r}: label {label!r} is {length} tokens, more than "
+                    f"model.target_max_length - 1 = {room}; raise model.target_max_length"
+                )
 
     def _generate(self, items: list[dict]) -> list[str]:
         tokenizer, model = self.tokenizer, unwrap(self.model)

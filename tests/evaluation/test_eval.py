@@ -170,3 +170,48 @@ def test_more_adapter_refuses_untrained_task(tmp_path, decoder_dir):
             ),
             echo=lambda *_: None,
         )
+
+
+def test_rank_classification_is_one_forward_per_batch(tmp_path, decoder_dir):
+    """All (example, label) sequences of a batch go through the model together, not one by one."""
+    from smora_cli.evaluation.scoring import Scorer
+
+    data_dir = glue_folder(tmp_path / "glue")
+    task = resolve_task(
+        TaskSpec(name="mnli_matched", source="glue:mnli_matched", data_dir=str(data_dir))
+    )
+    data = load_task_split(task, "validation", task_id=0, text_to_text=True)
+    items = [data[i] for i in range(len(data))]
+    tokenizer = AutoTokenizer.from_pretrained(decoder_dir)
+    model = AutoModelForCausalLM.from_pretrained(decoder_dir).eval()
+    batch_sizes = []
+    model.register_forward_hook(
+        lambda _m, _a, kwargs, _o: batch_sizes.append(kwargs["input_ids"].shape[0]),
+        with_kwargs=True,
+    )
+    scorer = Scorer(model, "causal-lm", tokenizer, max_length=256, target_max_length=32)
+    predicted = scorer.predict(data, items)
+    assert batch_sizes == [len(items) * len(task.label_names)] == [12 * 3]
+    expected, _ = independent_predictions(decoder_dir, "mnli_matched", data_dir)
+    assert predicted == expected.tolist()
+
+
+def test_rank_classification_refuses_labels_it_would_truncate(tmp_path, decoder_dir):
+    from smora_cli.evaluation.scoring import Scorer
+
+    data_dir = glue_folder(tmp_path / "glue")
+    task = resolve_task(
+        TaskSpec(name="mnli_matched", source="glue:mnli_matched", data_dir=str(data_dir))
+    )
+    data = load_task_split(task, "validation", task_id=0, text_to_text=True)
+    tokenizer = AutoTokenizer.from_pretrained(decoder_dir)
+    longest = max(
+        len(tokenizer(" " + label, add_special_tokens=False)["input_ids"])
+        for label in task.label_names
+    )
+    model = AutoModelForCausalLM.from_pretrained(decoder_dir).eval()
+    cut = Scorer(model, "causal-lm", tokenizer, max_length=256, target_max_length=longest)
+    with pytest.raises(DataError, match="target_max_length"):
+        cut.predict(data, [data[0]])
+    fits = Scorer(model, "causal-lm", tokenizer, max_length=256, target_max_length=longest + 1)
+    assert len(fits.predict(data, [data[0]])) == 1
