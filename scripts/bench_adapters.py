@@ -117,8 +117,9 @@ PRESETS = {
 }
 LEGEND = (
     "x = ratio to the row named under `vs` (same level, same total rank r); ms = median of the "
-    "rounds;\npeak MB = tensors held + largest growth during one train step; iqr% = spread of "
-    "the rounds (high values: the machine was busy)"
+    "rounds;\npeak MB = tensors held + largest growth during one train step; flop x = ratio of "
+    "matmul FLOPs (the arithmetic floor of train x);\niqr% = spread of the rounds (high values: "
+    "the machine was busy)"
 )
 # (method, r, k, expert_rank, baseline lora rank): the cases of METHODS.md's reference setups.
 ADAPTER_CASES = (
@@ -148,6 +149,7 @@ class Case:
     optimizer: torch.optim.Optimizer | None = None  # its state counts towards peak memory
     times: dict[str, list[float]] = field(default_factory=lambda: {"train": [], "forward": []})
     peak_bytes: int | None = None
+    flops: int | None = None  # matmul FLOPs of one train step (forward for forward-only cases)
 
     @property
     def key(self) -> str:
@@ -603,6 +605,22 @@ def peak_growth(fn: Callable[[], None], env: Env) -> int:
     return torch.cuda.max_memory_allocated(env.device) - before
 
 
+def count_flops(cases: list[Case]) -> None:
+    """Matmul/attention FLOPs of one train step (or forward) per case: the floor of its time.
+
+    Routing ops (top-k, scatter, elementwise) are not counted, so `time ratio / FLOP ratio`
+    is the overhead that is not arithmetic: what kernel work can still remove.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    for case in cases:
+        step = case.train or case.forward
+        case.module.train(case.train is not None)
+        with FlopCounterMode(display=False) as counter:
+            step()
+        case.flops = counter.get_total_flops()
+
+
 def measure_memory(cases: list[Case], env: Env) -> None:
     """Peak bytes of one training step per case (after warm-up: optimizer state exists)."""
     gc.collect()  # once: a collection costs ~0.2 s with transformers imported
@@ -644,6 +662,8 @@ def result_rows(cases: list[Case]) -> list[dict]:
     for case in cases:
         base = by_key.get(case.baseline or "")
         train, forward = median_ms(case, "train"), median_ms(case, "forward")
+        # FLOPs compare like with like: a train step with a train step, a forward with a forward.
+        same_phase = base is not None and (base.train is None) == (case.train is None)
         rows.append(
             {
                 "method": case.method,
@@ -653,6 +673,7 @@ def result_rows(cases: list[Case]) -> list[dict]:
                 "train_ratio": ratio(train, median_ms(base, "train")),
                 "forward_ratio": ratio(forward, median_ms(base, "forward")),
                 "peak_mem_ratio": ratio(case.peak_bytes, base.peak_bytes if base else None),
+                "flop_ratio": ratio(case.flops, base.flops if same_phase else None),
                 "train_ms": None if train is None else round(train, 3),
                 "forward_ms": None if forward is None else round(forward, 3),
             }
@@ -667,7 +688,7 @@ def format_table(rows: list[dict], cases: list[Case]) -> str:
 
     header = (
         f"{'method':<12} {'level':<6} {'r':>3} {'k':>3} {'train ms':>9} {'train x':>8} "
-        f"{'fwd ms':>8} {'fwd x':>7} {'peak MB':>8} {'mem x':>6} {'iqr%':>5}  vs"
+        f"{'fwd ms':>8} {'fwd x':>7} {'peak MB':>8} {'mem x':>6} {'flop x':>6} {'iqr%':>5}  vs"
     )
     lines = [header, "-" * len(header)]
     for row, case in zip(rows, cases, strict=True):
@@ -677,6 +698,7 @@ def format_table(rows: list[dict], cases: list[Case]) -> str:
             f"{cell(row['train_ms'], '>9.2f')} {cell(row['train_ratio'], '>8.3f')} "
             f"{cell(row['forward_ms'], '>8.2f')} {cell(row['forward_ratio'], '>7.3f')} "
             f"{cell(peak_mb, '>8.1f')} {cell(row['peak_mem_ratio'], '>6.3f')} "
+            f"{cell(row['flop_ratio'], '>6.3f')} "
             f"{cell(spread_pct(case), '>5.1f')}  "
             f"{(case.baseline or '-').replace('/None', '')}"
         )
@@ -797,6 +819,7 @@ def main(argv: list[str] | None = None) -> dict:
         for phase in ("train", "forward"):
             run_rounds(level_cases, phase, args, env)
         measure_memory(level_cases, env)
+        count_flops(level_cases)
         if args.profile:
             print_profiles(level_cases, env)
         cases += level_cases

@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import json
 import os
 from pathlib import Path
@@ -163,13 +165,37 @@ def example_losses(model: nn.Module, batch: dict[str, Tensor], kind: str) -> tup
         decoder_inputs = unwrap(model).prepare_decoder_input_ids_from_labels(labels=labels)
         logits = model(**inputs, decoder_input_ids=decoder_inputs).logits
     else:
-        logits = model(**inputs).logits[:, :-1]
-        labels = labels[:, 1:]
+        # Labels cover the last positions of left-padded rows (collate.py); position t's logits
+        # predict token t + 1, so the last `keep` positions' logits are all the loss needs.
+        keep = min(labels.shape[1] + 1, inputs["input_ids"].shape[1])
+        logits = last_logits(model, inputs, keep)[:, :-1]
+        labels = labels[:, labels.shape[1] - (keep - 1) :]
     token_losses = F.cross_entropy(
         logits.float().transpose(1, 2), labels, ignore_index=IGNORE, reduction="none"
     )  # [B, S]
     counted = (labels != IGNORE).float()
     return (token_losses * counted).sum(1), counted.sum(1)
+
+
+def last_logits(model: nn.Module, inputs: dict[str, Tensor], keep: int) -> Tensor:
+    """Logits [B, keep, V] of the last `keep` positions of a left-padded causal-LM batch.
+
+    Real tokens get positions 0, 1, ... (as without padding) where the model takes
+    `position_ids`; models that take `logits_to_keep` skip the vocabulary projection of every
+    other position, the rest are sliced after a full forward.
+    """
+    accepted = _forward_parameters(type(unwrap(model)))
+    if "position_ids" in accepted and "attention_mask" in inputs and "position_ids" not in inputs:
+        positions = inputs["attention_mask"].long().cumsum(-1) - 1
+        inputs = {**inputs, "position_ids": positions.clamp_min(0)}
+    if "logits_to_keep" in accepted:
+        return model(**inputs, logits_to_keep=keep).logits
+    return model(**inputs).logits[:, -keep:]
+
+
+@functools.cache
+def _forward_parameters(model_class: type) -> frozenset[str]:
+    return frozenset(inspect.signature(model_class.forward).parameters)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

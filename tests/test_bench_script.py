@@ -41,6 +41,7 @@ RESULT_KEYS = {
     "train_ratio",
     "forward_ratio",
     "peak_mem_ratio",
+    "flop_ratio",
     "train_ms",
     "forward_ms",
 }
@@ -75,13 +76,18 @@ def test_quick_run_writes_ratios_against_lora(tmp_path, capsys):
         ):
             row = rows[(method, level, r)]
             assert row["train_ms"] > 0 and row["train_ratio"] > 0 and row["peak_mem_ratio"] > 0
+            assert row["flop_ratio"] > 0
         assert rows[("lora", level, 64)]["train_ratio"] == 1.0
+        # A router adds matmuls; FlyLoRA's frozen A skips its weight and input gradients.
+        assert rows[("smora", level, 64)]["flop_ratio"] > 1.0
+        assert rows[("flylora", level, 32)]["flop_ratio"] < 1.0
     assert rows[("loop-moe", "layer", 64)]["forward_ratio"] > 0
     assert rows[("gather-moe", "layer", 64)]["train_ratio"] > 0
     assert rows[("peft-lora", "model", 64)]["train_ratio"] > 0
     assert rows[("folded-lora", "model", 64)]["forward_ratio"] > 0
     assert rows[("folded-lora", "model", 64)]["train_ms"] is None
     assert rows[("folded-more", "model", 64)]["forward_ratio"] > 0
+    assert rows[("folded-more", "model", 64)]["flop_ratio"] == 1.0  # the base model's matmuls
     assert rows[("rankcls", "eval", 64)]["forward_ratio"] == 1.0
     assert rows[("rankcls-loop", "eval", 64)]["forward_ratio"] > 0
     printed = capsys.readouterr().out

@@ -319,11 +319,15 @@ class TaskPrefixRouter(Router):
         weights = weights.view(task_ids.shape[0], *([1] * (x.dim() - 2)), -1)
         aux = {}
         if self.training:
-            aux["contrastive"] = self._contrastive_loss(x, task_ids)
+            aux["contrastive"] = self._contrastive_loss(x, task_ids, inputs)
         return Routing(weights, aux)
 
-    def _contrastive_loss(self, x: Tensor, task_ids: Tensor) -> Tensor:
-        first = x[:, 0] if x.dim() == 3 else x.reshape(x.shape[0], -1, x.shape[-1])[:, 0]  # [B, in]
+    def _contrastive_loss(self, x: Tensor, task_ids: Tensor, inputs: RoutingInputs) -> Tensor:
+        tokens = x.reshape(x.shape[0], -1, x.shape[-1])  # [B, S, in]
+        real = inputs.token_weights(tokens.shape[:2])
+        # The first real token: left-padded (causal-LM) rows start with padding.
+        first_index = real.argmax(-1) if real is not None else torch.zeros_like(task_ids)
+        first = tokens[torch.arange(tokens.shape[0], device=x.device), first_index]  # [B, in]
         logits = F.normalize(first, dim=-1) @ F.normalize(self.task_embedding, dim=-1).T
         return F.cross_entropy(logits / self.config.contrastive_temperature, task_ids)
 

@@ -2,6 +2,12 @@
 
 Every batch carries `task_ids [B]`; language-model batches put -100 on every label position
 that is not target text, so the loss covers the target only.
+
+Causal-LM batches are left-padded, so every target ends at the last position, and their
+`labels [B, W]` cover only the last W positions (W = the longest target in the batch): the
+loss then needs the vocabulary logits of those positions only (`models.example_losses`), not
+of the whole prompt, which is most of a sequence and, with a large vocabulary, most of the
+activation memory.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ class ClassifierCollator:
 
 
 class CausalLMCollator:
-    """prompt + target + EOS in one sequence; labels only on the target tokens."""
+    """prompt + target + EOS in one left-padded sequence; labels on the trailing targets."""
 
     def __init__(self, tokenizer, max_length: int, target_max_length: int):
         self.tokenizer = tokenizer
@@ -56,18 +62,19 @@ class CausalLMCollator:
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         pairs = [self.encode(item["text"], item["target"]) for item in items]
         length = max(len(ids) for ids, _ in pairs)
+        window = max(1, max(sum(t != IGNORE for t in target) for _, target in pairs))
         pad = self.tokenizer.pad_token_id
         input_ids = torch.full((len(items), length), pad, dtype=torch.long)
         labels = torch.full((len(items), length), IGNORE, dtype=torch.long)
         mask = torch.zeros((len(items), length), dtype=torch.long)
         for row, (ids, target) in enumerate(pairs):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            labels[row, : len(ids)] = torch.tensor(target)
-            mask[row, : len(ids)] = 1
+            input_ids[row, length - len(ids) :] = torch.tensor(ids)
+            labels[row, length - len(ids) :] = torch.tensor(target)
+            mask[row, length - len(ids) :] = 1
         return {
             "input_ids": input_ids,
             "attention_mask": mask,
-            "labels": labels,
+            "labels": labels[:, length - window :],
             "task_ids": torch.tensor([item["task_id"] for item in items], dtype=torch.long),
         }
 

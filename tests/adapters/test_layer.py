@@ -216,6 +216,26 @@ def test_more_matches_reference_and_folds():
         torch.testing.assert_close(folded, layer(x)[task])
 
 
+def test_more_contrastive_loss_reads_the_first_real_token():
+    """CE of cos(first real token, task embeddings) / tau; left padding is skipped."""
+    layer = make_layer(method="more", r=4, task_names=["a", "b", "c"])
+    layer.train()
+    x = tokens(batch=3, seq=5)
+    task_ids = torch.tensor([2, 0, 1])
+    mask = torch.ones(3, 5)
+    mask[0, :2] = 0  # row 0 is left-padded: its first real token is at position 2
+    layer.routing_inputs = RoutingInputs(task_ids=task_ids, token_masks=(mask,))
+    layer(x)
+    first = torch.stack([x[0, 2], x[1, 0], x[2, 0]])
+    embeddings = layer.router.task_embedding
+    cosine = F.normalize(first, dim=-1) @ F.normalize(embeddings, dim=-1).T
+    expected = F.cross_entropy(cosine / layer.config.contrastive_temperature, task_ids)
+    torch.testing.assert_close(layer.last_aux["contrastive"], expected)
+    layer.routing_inputs = RoutingInputs(task_ids=task_ids)  # no mask: position 0
+    layer(x)
+    assert not torch.allclose(layer.last_aux["contrastive"], expected)
+
+
 def test_more_requires_task_ids():
     layer = make_layer(method="more", r=4, task_names=["a"])
     with pytest.raises(ValueError, match="routes by task"):

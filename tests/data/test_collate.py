@@ -12,11 +12,18 @@ def item(text, target=None, label=None, text_b=None, task_id=0):
 
 
 def test_causal_labels_cover_target_and_eos_only():
+    """Left padding; labels are the last W positions, W = the longest target of the batch."""
     tokenizer = bpe_tokenizer()
     collate = CausalLMCollator(tokenizer, max_length=64, target_max_length=8)
+    targets = ["positive and negative", "no"]
     batch = collate(
-        [item("the movie was good", "positive", task_id=1), item("bad", "negative", task_id=0)]
+        [item("bad", targets[0], task_id=1), item("the movie was good", targets[1], task_id=0)]
     )
+    target_lengths = [
+        len(tokenizer(" " + t, add_special_tokens=False)["input_ids"]) + 1 for t in targets
+    ]
+    assert target_lengths[0] > target_lengths[1]
+    assert batch["labels"].shape == (2, target_lengths[0])
     for row in range(2):
         ids, labels, mask = (
             batch["input_ids"][row],
@@ -24,12 +31,17 @@ def test_causal_labels_cover_target_and_eos_only():
             batch["attention_mask"][row],
         )
         target = labels[labels != IGNORE]
+        assert len(target) == target_lengths[row]
         assert target[-1] == tokenizer.eos_token_id
-        text = tokenizer.decode(target[:-1])
-        assert text.strip() == ["positive", "negative"][row]
-        # Labels sit exactly on the target tokens of the input.
-        assert torch.equal(ids[labels != IGNORE], target)
-        assert mask.sum() == (ids != tokenizer.pad_token_id).sum()
+        assert tokenizer.decode(target[:-1]).strip() == targets[row]
+        # Labels sit exactly on the target tokens at the end of the input.
+        window = ids[-len(labels) :]
+        assert torch.equal(window[labels != IGNORE], target)
+        assert torch.equal(ids[-len(target) :], target)
+        real = int(mask.sum())
+        assert mask[-real:].all() and not mask[:-real].any()  # padding on the left
+        assert (ids[:-real] == tokenizer.pad_token_id).all()
+    assert not batch["attention_mask"].all()  # one row is padded
     assert batch["task_ids"].tolist() == [1, 0]
 
 

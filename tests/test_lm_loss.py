@@ -1,0 +1,91 @@
+"""Causal-LM loss on left-padded batches with logits of the target window only."""
+
+import pytest
+import torch
+from torch import nn
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+from smora_cli.data.collate import IGNORE, CausalLMCollator
+from smora_cli.models import example_losses
+from tests.fixtures import bpe_tokenizer
+
+PAIRS = [
+    ("the movie was good and the actors were fine", "positive"),
+    ("bad", "negative and up"),
+    ("yes or no", "no"),
+]
+
+
+def model_for(arch: str, vocab: int) -> nn.Module:
+    torch.manual_seed(0)
+    if arch == "gpt2":  # learned absolute positions: padding must not shift them
+        config = GPT2Config(
+            vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, bos_token_id=1, eos_token_id=2
+        )
+        return GPT2LMHeadModel(config).eval()
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def unpadded_losses(model, collate) -> tuple[list[float], list[int]]:
+    """Each example alone, no padding, full logits: -sum log p(target token)."""
+    losses, counts = [], []
+    for prompt, target in PAIRS:
+        ids, labels = collate.encode(prompt, target)
+        with torch.no_grad():
+            log_probs = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0], -1)
+        picked = [-log_probs[t - 1, ids[t]] for t in range(1, len(ids)) if labels[t] != IGNORE]
+        losses.append(float(sum(picked)))
+        counts.append(len(picked))
+    return losses, counts
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_window_loss_equals_unpadded_full_logits(arch):
+    tokenizer = bpe_tokenizer()
+    model = model_for(arch, len(tokenizer))
+    collate = CausalLMCollator(tokenizer, max_length=64, target_max_length=8)
+    batch = collate([{"text": p, "target": t, "task_id": 0} for p, t in PAIRS])
+    positions = []
+    hook = model.lm_head.register_forward_hook(
+        lambda _m, args, _o: positions.append(args[0].shape[1])
+    )
+    with torch.no_grad():
+        losses, counts = example_losses(model, batch, "causal-lm")
+    hook.remove()
+    expected, expected_counts = unpadded_losses(model, collate)
+    assert counts.tolist() == expected_counts
+    torch.testing.assert_close(losses, torch.tensor(expected), rtol=1e-5, atol=1e-5)
+    # Only the target window reaches the vocabulary projection, not the padded prompt.
+    assert positions == [batch["labels"].shape[1] + 1]
+    assert positions[0] < batch["input_ids"].shape[1]
+
+
+class PlainCausalLM(nn.Module):
+    """A causal LM whose forward takes neither `position_ids` nor `logits_to_keep`."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids, attention_mask):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask)
+
+
+def test_models_without_logits_to_keep_are_sliced_after_the_forward():
+    tokenizer = bpe_tokenizer()
+    model = model_for("llama", len(tokenizer))
+    collate = CausalLMCollator(tokenizer, max_length=64, target_max_length=8)
+    batch = collate([{"text": p, "target": t, "task_id": 0} for p, t in PAIRS])
+    with torch.no_grad():
+        losses, _ = example_losses(PlainCausalLM(model), batch, "causal-lm")
+    expected, _ = unpadded_losses(model, collate)
+    # Rotary positions are relative: shifted by the padding, scores agree to rounding.
+    torch.testing.assert_close(losses, torch.tensor(expected), rtol=1e-4, atol=1e-4)
