@@ -18,6 +18,9 @@ Two levels:
   adapters on every linear layer, PEFT's LoRA on the same model (`peft-lora`), and LoRA and
   MoRE (one task's rank map) models folded into their base weights (`folded-lora`,
   `folded-more`, forward only).
+* `lm`: a causal-LM train step (LoRA, vocabulary `--lm-vocab`) whose loss covers the last
+  `--lm-target` tokens: logits of that window only (`lm-window`, what `smora train` does)
+  against logits of every position (`lm-full-logits`, a plain `model(...).logits` loss).
 * `eval`: rank classification of `--eval-examples` prompts against `--eval-labels` labels on
   the same Llama with a smora adapter: every (example, label) sequence of a batch in one forward
   (`rankcls`, what `smora eval` does) against one forward per pair (`rankcls-loop`).
@@ -25,7 +28,7 @@ Two levels:
 Ratios: every row is divided by `lora` of the same total rank r at the same level, measured in
 this process, except the folded models, which are divided by the plain base model (`base`,
 model level): folding must cost nothing. `peft-lora`'s ratio is PEFT / ours (we want >= 1.0);
-`rankcls-loop` is divided by the batched `rankcls`.
+`rankcls-loop` is divided by the batched `rankcls`, `lm-window` by `lm-full-logits`.
 
 Timing: warm-up, then the median over `--repeats` rounds of the mean of a few iterations;
 inside a round the cases run round-robin, starting at a rotating offset, so machine drift hits
@@ -96,8 +99,10 @@ PRESETS = {
         "iters": 3,
         "model_iters": 1,
         "warmup": 2,
-        "eval_examples": 64,
+        "eval_examples": 16,
         "eval_labels": 4,
+        "lm_vocab": 32000,
+        "lm_target": 16,
     },
     "quick": {
         "tokens": 1024,
@@ -111,8 +116,10 @@ PRESETS = {
         "iters": 5,  # layer steps take ~10 ms here: short blocks would time the timer's noise
         "model_iters": 2,
         "warmup": 1,
-        "eval_examples": 16,
+        "eval_examples": 4,
         "eval_labels": 2,
+        "lm_vocab": 8000,
+        "lm_target": 8,
     },
 }
 LEGEND = (
@@ -360,14 +367,14 @@ def layer_cases(args: argparse.Namespace, env: Env) -> list[Case]:
 
 
 # --------------------------------------------------------------------------- model level
-def llama_template(args: argparse.Namespace, env: Env) -> nn.Module:
+def llama_template(args: argparse.Namespace, env: Env, vocab: int = 1000) -> nn.Module:
     """A random-init Llama; intermediate = 2.6875 dim (Llama's 1376/512), heads of 64."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     dim = args.model_dim
     heads = max(1, dim // 64)
     config = LlamaConfig(
-        vocab_size=1000,
+        vocab_size=vocab,
         hidden_size=dim,
         intermediate_size=16 * max(1, round(dim * 2.6875 / 16)),
         num_hidden_layers=args.model_layers,
@@ -506,12 +513,10 @@ def rank_classification_batch(args: argparse.Namespace, env: Env) -> dict[str, T
     ids = torch.cat(
         [prompts.repeat_interleave(args.eval_labels, 0), labels.repeat(args.eval_examples, 1)], 1
     )
-    targets = ids.clone()
-    targets[:, : prompts.shape[1]] = IGNORE
     return {
         "input_ids": ids.to(env.device),
         "attention_mask": torch.ones_like(ids).to(env.device),
-        "labels": targets.to(env.device),
+        "labels": ids[:, prompts.shape[1] :].to(env.device),  # the label window (collate.py)
         "task_ids": torch.zeros(pairs, dtype=torch.long, device=env.device),
     }
 
@@ -545,7 +550,70 @@ def report_eval(rows: list[dict], args: argparse.Namespace) -> None:
             print(f"{row['method']}: {rate:.1f} examples/s ({args.eval_labels} labels each)")
 
 
-LEVELS = {"layer": layer_cases, "model": model_cases, "eval": eval_cases}
+# --------------------------------------------------------------------------- lm level
+def lm_cases(args: argparse.Namespace, env: Env) -> list[Case]:
+    """A causal-LM train step whose loss covers the last `--lm-target` tokens of each row.
+
+    `lm-window`: logits of the target window only (what `smora train` does, collate.py);
+    `lm-full-logits`: the same loss from the logits of every position, as a plain
+    `model(...).logits` + cross-entropy computes it.
+    """
+    model = attach(
+        llama_template(args, env, vocab=args.lm_vocab), adapter_config("lora", 64, None, 1)
+    )
+    randomise_adapter(model)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    torch.manual_seed(5)
+    ids = torch.randint(0, args.lm_vocab, (args.model_batch, args.model_seq), device=env.device)
+    labels = ids.clone()
+    labels[:, : -args.lm_target] = IGNORE
+    full = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": labels,
+        "task_ids": torch.zeros(ids.shape[0], dtype=torch.long, device=env.device),
+    }
+    window = {**full, "labels": labels[:, -args.lm_target :]}
+
+    def step(batch: dict[str, Tensor]) -> Callable[[], None]:
+        def train() -> None:
+            losses, counts = example_losses(model, batch, "causal-lm")
+            (losses.sum() / counts.sum()).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        return train
+
+    static = tensor_bytes(model, ids)
+    return [
+        Case(
+            "lm-window",
+            "lm",
+            64,
+            None,
+            "lm/lm-full-logits/64",
+            model,
+            step(window),
+            None,
+            static,
+            optimizer,
+        ),
+        Case(
+            "lm-full-logits",
+            "lm",
+            64,
+            None,
+            "lm/lm-full-logits/64",
+            model,
+            step(full),
+            None,
+            static,
+            optimizer,
+        ),
+    ]
+
+
+LEVELS = {"layer": layer_cases, "model": model_cases, "eval": eval_cases, "lm": lm_cases}
 
 
 # --------------------------------------------------------------------------- measuring
