@@ -32,6 +32,8 @@ TINY = [
     "3",
     "--eval-labels",
     "2",
+    "--lm-target",
+    "2",
 ]
 RESULT_KEYS = {
     "method",
