@@ -1417,10 +1417,11 @@ def flan_merge_commands() -> list[str]:
             f"'parameters: {{lambda: 1.0, density: 0.5}}' 'output: {output}' > {config}",
             f"smora merge {config} runs/flan-merge/{method}-{merge}",
         ]
-    lines += [
-        f"smora eval runs/flan-merge/flylora-{n} --adapter runs/flan-merge/flylora-mean"
-        for n in names
-    ]
+    for n in names:  # each task's own run supplies its prompts and metric
+        lines += [
+            f"smora eval runs/flan-merge/flylora-{n} --adapter runs/flan-merge/flylora-mean",
+            f"smora eval runs/flan-merge/lora-{n} --model runs/flan-merge/lora-ties --no-adapter",
+        ]
     return lines
 
 
@@ -1435,7 +1436,6 @@ def report_outlook(report: Report) -> None:
         *flan_task_commands(),
         "# merge them (linear/mean of LoRA: merge_method linear or mean, output: adapter)",
         *flan_merge_commands(),
-        PROPER_MERGE_NOTE,
     ]
     report.add("```bash\n" + "\n".join(commands) + "\n```")
 
@@ -1488,11 +1488,6 @@ sbatch scripts/slurm_multinode.sh configs/glue.yaml adapter.method=moe-lora adap
     adapter.expert_rank=4 train.output_dir=runs/glue-moe
 smora eval runs/glue --tasks glue
 smora merge --adapter runs/glue/adapter --per-task runs/glue-tasks"""
-
-PROPER_MERGE_NOTE = """\
-# A merged full model (TIES, output: model) cannot be scored on a run's own tasks by
-# `smora eval` (it always adds RUN_DIR/adapter); GLUE tasks work with
-# `smora eval --model runs/flan-merge/lora-ties --kind causal-lm --tasks sst2` (GLUE prompt)."""
 
 
 def write_report(study: Study) -> Path:
