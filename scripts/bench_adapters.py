@@ -22,13 +22,14 @@ Two levels:
   `--lm-target` tokens: logits of that window only (`lm-window`, what `smora train` does)
   against logits of every position (`lm-full-logits`, a plain `model(...).logits` loss).
 * `eval`: rank classification of `--eval-examples` prompts against `--eval-labels` labels on
-  the same Llama with a smora adapter: every (example, label) sequence of a batch in one forward
-  (`rankcls`, what `smora eval` does) against one forward per pair (`rankcls-loop`).
+  the same Llama with a smora adapter: each prompt once, then every label on its key/value
+  cache (`rankcls`, what `smora eval` does); every (example, label) pair as its own sequence,
+  all in one batch (`rankcls-pairs`); one forward per pair (`rankcls-loop`).
 
 Ratios: every row is divided by `lora` of the same total rank r at the same level, measured in
 this process, except the folded models, which are divided by the plain base model (`base`,
 model level): folding must cost nothing. `peft-lora`'s ratio is PEFT / ours (we want >= 1.0);
-`rankcls-loop` is divided by the batched `rankcls`, `lm-window` by `lm-full-logits`.
+the other `rankcls-*` rows are divided by `rankcls`, `lm-window` by `lm-full-logits`.
 
 Timing: warm-up, then the median over `--repeats` rounds of the mean of a few iterations;
 inside a round the cases run round-robin, starting at a rotating offset, so machine drift hits
@@ -80,6 +81,7 @@ from smora_cli.adapters import (
 )
 from smora_cli.adapters.state import aux_losses, clear_aux, weighted_aux_loss
 from smora_cli.data.collate import IGNORE
+from smora_cli.evaluation.scoring import shared_prompt_log_likelihoods
 from smora_cli.models import example_losses
 
 ADAPTER_METHODS = ("lora", "smora", "moe-lora", "flylora", "more", "hydra")
@@ -504,42 +506,52 @@ def model_cases(args: argparse.Namespace, env: Env) -> list[Case]:
 
 
 # --------------------------------------------------------------------------- eval level
-def rank_classification_batch(args: argparse.Namespace, env: Env) -> dict[str, Tensor]:
-    """Every (prompt, label) pair as one causal-LM sequence; the loss covers the label only."""
+def rank_classification_inputs(args: argparse.Namespace) -> tuple[Tensor, Tensor]:
+    """`--eval-examples` random prompts [N, seq - 2] and `--eval-labels` labels [L, 2]."""
     generator = torch.Generator().manual_seed(4)
     prompts = torch.randint(0, 1000, (args.eval_examples, args.model_seq - 2), generator=generator)
     labels = torch.randint(0, 1000, (args.eval_labels, 2), generator=generator)
-    pairs = args.eval_examples * args.eval_labels
+    return prompts, labels
+
+
+def pair_batch(prompts: Tensor, labels: Tensor, env: Env) -> dict[str, Tensor]:
+    """Every (prompt, label) pair as one sequence; the loss window is the label."""
     ids = torch.cat(
-        [prompts.repeat_interleave(args.eval_labels, 0), labels.repeat(args.eval_examples, 1)], 1
-    )
+        [prompts.repeat_interleave(len(labels), 0), labels.repeat(len(prompts), 1)], 1
+    ).to(env.device)
     return {
-        "input_ids": ids.to(env.device),
-        "attention_mask": torch.ones_like(ids).to(env.device),
-        "labels": ids[:, prompts.shape[1] :].to(env.device),  # the label window (collate.py)
-        "task_ids": torch.zeros(pairs, dtype=torch.long, device=env.device),
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": ids[:, prompts.shape[1] :],
+        "task_ids": torch.zeros(len(ids), dtype=torch.long, device=env.device),
     }
 
 
 def eval_cases(args: argparse.Namespace, env: Env) -> list[Case]:
-    """Rank classification on a smora-adapted Llama: one forward per batch vs per pair."""
+    """Rank classification on a smora-adapted Llama, three ways (see the module docstring)."""
     model = attach(llama_template(args, env), adapter_config("smora", 64, 8, 1)).eval()
     randomise_adapter(model)
-    batch = rank_classification_batch(args, env)
-    pairs = batch["input_ids"].shape[0]
+    prompts, labels = rank_classification_inputs(args)
+    batch = pair_batch(prompts, labels, env)
 
-    def batched() -> None:
+    def shared() -> None:
+        scores = shared_prompt_log_likelihoods(model, prompts.tolist(), labels.tolist(), 0)
+        assert scores is not None, "Llama always returns a repeatable cache"
+
+    def pairs() -> None:
         with torch.no_grad():
             example_losses(model, batch, "causal-lm")
 
     def looped() -> None:
         with torch.no_grad():
-            for i in range(pairs):
+            for i in range(len(batch["input_ids"])):
                 example_losses(model, {k: v[i : i + 1] for k, v in batch.items()}, "causal-lm")
 
+    base = "eval/rankcls/64"
     return [
-        Case("rankcls", "eval", 64, 8, "eval/rankcls/64", model, None, batched),
-        Case("rankcls-loop", "eval", 64, 8, "eval/rankcls/64", model, None, looped),
+        Case("rankcls", "eval", 64, 8, base, model, None, shared),
+        Case("rankcls-pairs", "eval", 64, 8, base, model, None, pairs),
+        Case("rankcls-loop", "eval", 64, 8, base, model, None, looped),
     ]
 
 
@@ -755,14 +767,14 @@ def format_table(rows: list[dict], cases: list[Case]) -> str:
         return "-".rjust(width) if value is None else format(value, spec)
 
     header = (
-        f"{'method':<12} {'level':<6} {'r':>3} {'k':>3} {'train ms':>9} {'train x':>8} "
+        f"{'method':<14} {'level':<6} {'r':>3} {'k':>3} {'train ms':>9} {'train x':>8} "
         f"{'fwd ms':>8} {'fwd x':>7} {'peak MB':>8} {'mem x':>6} {'flop x':>6} {'iqr%':>5}  vs"
     )
     lines = [header, "-" * len(header)]
     for row, case in zip(rows, cases, strict=True):
         peak_mb = None if case.peak_bytes is None else case.peak_bytes / 2**20
         lines.append(
-            f"{row['method']:<12} {row['level']:<6} {cell(row['r'], '>3')} {cell(row['k'], '>3')} "
+            f"{row['method']:<14} {row['level']:<6} {cell(row['r'], '>3')} {cell(row['k'], '>3')} "
             f"{cell(row['train_ms'], '>9.2f')} {cell(row['train_ratio'], '>8.3f')} "
             f"{cell(row['forward_ms'], '>8.2f')} {cell(row['forward_ratio'], '>7.3f')} "
             f"{cell(peak_mb, '>8.1f')} {cell(row['peak_mem_ratio'], '>6.3f')} "

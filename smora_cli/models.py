@@ -184,13 +184,21 @@ def last_logits(model: nn.Module, inputs: dict[str, Tensor], keep: int) -> Tenso
     `position_ids`; models that take `logits_to_keep` skip the vocabulary projection of every
     other position, the rest are sliced after a full forward.
     """
-    accepted = _forward_parameters(type(unwrap(model)))
-    if "position_ids" in accepted and "attention_mask" in inputs and "position_ids" not in inputs:
+    if (
+        accepts(model, "position_ids")
+        and "attention_mask" in inputs
+        and "position_ids" not in inputs
+    ):
         positions = inputs["attention_mask"].long().cumsum(-1) - 1
         inputs = {**inputs, "position_ids": positions.clamp_min(0)}
-    if "logits_to_keep" in accepted:
+    if accepts(model, "logits_to_keep"):
         return model(**inputs, logits_to_keep=keep).logits
     return model(**inputs).logits[:, -keep:]
+
+
+def accepts(model: nn.Module, argument: str) -> bool:
+    """Whether the (unwrapped) model's forward takes `argument` by name."""
+    return argument in _forward_parameters(type(unwrap(model)))
 
 
 @functools.cache

@@ -92,6 +92,8 @@ def test_quick_run_writes_ratios_against_lora(tmp_path, capsys):
     assert rows[("folded-more", "model", 64)]["flop_ratio"] == 1.0  # the base model's matmuls
     assert rows[("rankcls", "eval", 64)]["forward_ratio"] == 1.0
     assert rows[("rankcls-loop", "eval", 64)]["forward_ratio"] > 0
+    # Pairs recompute every prompt once per label: more matmul FLOPs than the shared prompt.
+    assert rows[("rankcls-pairs", "eval", 64)]["flop_ratio"] > 1.0
     assert rows[("lm-full-logits", "lm", 64)]["train_ratio"] == 1.0
     # The vocabulary projection of the target window only: fewer FLOPs, less memory.
     assert rows[("lm-window", "lm", 64)]["flop_ratio"] < 1.0

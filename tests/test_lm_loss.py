@@ -89,3 +89,19 @@ def test_models_without_logits_to_keep_are_sliced_after_the_forward():
     expected, _ = unpadded_losses(model, collate)
     # Rotary positions are relative: shifted by the padding, scores agree to rounding.
     torch.testing.assert_close(losses, torch.tensor(expected), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_rank_classification_on_a_shared_prompt_cache_equals_full_sequences(arch):
+    from smora_cli.evaluation.scoring import Scorer
+
+    tokenizer = bpe_tokenizer()
+    model = model_for(arch, len(tokenizer))
+    scorer = Scorer(model, "causal-lm", tokenizer, max_length=64, target_max_length=8)
+    items = [{"text": prompt, "task_id": 0} for prompt, _ in PAIRS]
+    labels = ["positive", "negative and up", "no"]
+    with torch.no_grad():
+        shared = scorer._shared_prompt_scores(items, labels, task_id=0)
+        expanded = scorer._expanded_scores(items, labels)
+    assert shared.shape == (3, 3)
+    torch.testing.assert_close(shared, expanded, rtol=1e-5, atol=1e-5)

@@ -49,15 +49,18 @@ class CausalLMCollator:
 
     def encode(self, prompt: str, target: str | None) -> tuple[list[int], list[int]]:
         """(input ids, labels) of one example; the prompt is cut from the left if too long."""
-        tokenizer = self.tokenizer
-        prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-        target_ids = []
-        if target is not None:
-            target_ids = tokenizer(" " + target, add_special_tokens=False)["input_ids"]
-            target_ids = target_ids[: self.target_max_length - 1] + [tokenizer.eos_token_id]
-        room = max(1, self.max_length - len(target_ids))
-        prompt_ids = prompt_ids[-room:]
+        target_ids = [] if target is None else self.target_ids(target)
+        prompt_ids = self.prompt_ids(prompt, room=self.max_length - len(target_ids))
         return prompt_ids + target_ids, [IGNORE] * len(prompt_ids) + target_ids
+
+    def target_ids(self, target: str) -> list[int]:
+        """The target's tokens (after a space, cut to target_max_length - 1) and EOS."""
+        ids = self.tokenizer(" " + target, add_special_tokens=False)["input_ids"]
+        return ids[: self.target_max_length - 1] + [self.tokenizer.eos_token_id]
+
+    def prompt_ids(self, prompt: str, room: int) -> list[int]:
+        """The prompt's last `room` tokens (at least one): the end of a prompt matters most."""
+        return self.tokenizer(prompt, add_special_tokens=True)["input_ids"][-max(1, room) :]
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         pairs = [self.encode(item["text"], item["target"]) for item in items]

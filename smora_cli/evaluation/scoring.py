@@ -1,9 +1,10 @@
 """Predictions per model kind: classifier heads, rank classification, generation.
 
-Language models score classification tasks by rank classification: every verbalised label is
-appended to the prompt, all (example, label) sequences of a batch go through ONE forward pass,
-and the label with the highest total log-likelihood wins. Regression and free-form tasks are
-generated greedily (regression parses the generated number).
+Language models score classification tasks by rank classification: the verbalised label with
+the highest total log-likelihood after the prompt wins. A causal LM runs each prompt once and
+all labels on its key/value cache (`shared_prompt_log_likelihoods`); an encoder-decoder (or a
+model without a shareable cache) runs every (example, label) sequence of a batch in one forward
+pass. Regression and free-form tasks are generated greedily (regression parses the number).
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import math
 import re
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from smora_cli.adapters.inject import routing_context
 from smora_cli.data.collate import collator_for
 from smora_cli.data.sources import TaskData
 from smora_cli.errors import DataError
-from smora_cli.models import example_losses, unwrap
+from smora_cli.models import accepts, example_losses, unwrap
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
@@ -69,12 +70,30 @@ class Scorer:
     def _rank_classify(self, data: TaskData, items: list[dict]) -> list[int]:
         labels = data.task.label_names
         self._check_label_lengths(data.task.name, labels)
+        scores = None
+        if self.kind == "causal-lm":
+            scores = self._shared_prompt_scores(items, labels, data.task_id)
+        if scores is None:  # seq2seq, or a model whose cache cannot be shared
+            scores = self._expanded_scores(items, labels)
+        return scores.argmax(dim=1).tolist()
+
+    def _expanded_scores(self, items: list[dict], labels: list[str]) -> Tensor:
+        """[N, L] log-likelihoods from one sequence per (example, label), in one batch."""
         expanded = [{**item, "target": label} for item in items for label in labels]
         batch = self._to_device(self.collate(expanded))
         with routing_context(self.model, task_ids=batch["task_ids"]):
             loss_sums, _ = example_losses(self.model, batch, self.kind)
-        scores = -loss_sums.view(len(items), len(labels))  # total log-likelihood per label
-        return scores.argmax(dim=1).tolist()
+        return -loss_sums.view(len(items), len(labels))
+
+    def _shared_prompt_scores(
+        self, items: list[dict], labels: list[str], task_id: int
+    ) -> Tensor | None:
+        targets = [self.collate.target_ids(label) for label in labels]
+        room = self.collate.max_length - max(len(t) for t in targets)
+        prompts = [self.collate.prompt_ids(item["text"], room) for item in items]
+        return shared_prompt_log_likelihoods(
+            self.model, prompts, targets, self.tokenizer.pad_token_id, task_id
+        )
 
     def _check_label_lengths(self, task: str, labels: list[str]) -> None:
         """Refuse labels the collator would cut: truncated labels can no longer be told apart."""
@@ -111,6 +130,74 @@ class Scorer:
         if self.kind == "causal-lm":
             output = output[:, batch["input_ids"].shape[1] :]
         return [text.strip() for text in tokenizer.batch_decode(output, skip_special_tokens=True)]
+
+
+@torch.no_grad()
+def shared_prompt_log_likelihoods(
+    model: nn.Module,
+    prompts: list[list[int]],
+    targets: list[list[int]],
+    pad_id: int,
+    task_id: int = 0,
+) -> Tensor | None:
+    """[N, L] log-likelihood of each target token sequence after each prompt (causal LM).
+
+    Pass 1 runs the N left-padded prompts once and keeps their key/value cache; pass 2 runs
+    the N x L target continuations on that cache, repeated L times. Against one sequence per
+    (prompt, target) this skips L - 1 of every L prompt forwards, which are most of the work.
+    Returns None when the model gives no cache that can be repeated.
+    """
+    device = next(model.parameters()).device
+    ids, mask = _padded(prompts, pad_id, device, left=True)
+    keep = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
+    first = model(**_with_positions(model, ids, mask), use_cache=True, **keep)
+    cache = getattr(first, "past_key_values", None)
+    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        return None
+    first_log_probs = torch.log_softmax(first.logits[:, -1].float(), dim=-1)  # [N, V]
+
+    count, rows = len(targets), len(prompts) * len(targets)
+    label_ids, label_mask = _padded(targets, pad_id, device, left=False)
+    cache.batch_repeat_interleave(count)
+    continuation = label_ids.repeat(len(prompts), 1)  # row n * L + l: target l after prompt n
+    continuation_mask = label_mask.repeat(len(prompts), 1)
+    full_mask = torch.cat([mask.repeat_interleave(count, 0), continuation_mask], dim=1)
+    positions = full_mask.cumsum(-1)[:, ids.shape[1] :] - 1
+    with routing_context(model, task_ids=torch.full((rows,), task_id, device=device)):
+        second = model(
+            input_ids=continuation,
+            attention_mask=full_mask,
+            past_key_values=cache,
+            **_positions_if_accepted(model, positions),
+        )
+    # Token 0 of a target is predicted by the prompt's last position, token j > 0 by the
+    # continuation's position j - 1.
+    log_probs = torch.log_softmax(second.logits[:, :-1].float(), dim=-1)  # [N L, W - 1, V]
+    head = first_log_probs.repeat_interleave(count, 0).gather(1, continuation[:, :1]).squeeze(1)
+    rest = log_probs.gather(2, continuation[:, 1:, None]).squeeze(2) * continuation_mask[:, 1:]
+    return (head + rest.sum(1)).view(len(prompts), count)
+
+
+def _padded(sequences: list[list[int]], pad: int, device, *, left: bool) -> tuple[Tensor, Tensor]:
+    """[N, S] ids and attention mask; left padding ends every sequence at position S - 1."""
+    width = max(len(seq) for seq in sequences)
+    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        span = slice(width - len(seq), width) if left else slice(0, len(seq))
+        ids[row, span] = torch.tensor(seq)
+        mask[row, span] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _with_positions(model: nn.Module, ids: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    """Inputs of a left-padded batch: real tokens at positions 0, 1, ... as unpadded."""
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    return {"input_ids": ids, "attention_mask": mask, **_positions_if_accepted(model, positions)}
+
+
+def _positions_if_accepted(model: nn.Module, positions: Tensor) -> dict[str, Tensor]:
+    return {"position_ids": positions} if accepts(model, "position_ids") else {}
 
 
 def _parse_number(text: str) -> float:

@@ -24,12 +24,17 @@ GLUE_CASES = ["sst2", "cola", "mrpc", "mnli_matched", "mnli_mismatched"]
 
 
 def independent_predictions(model_dir, name, data_dir):
-    """Rank classification one (example, label) sequence at a time, straight from the logits."""
+    scores, gold = independent_scores(model_dir, name, data_dir)
+    return scores.argmax(1), gold
+
+
+def independent_scores(model_dir, name, data_dir):
+    """Log-likelihood of each label, one (example, label) sequence at a time, from the logits."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     task = resolve_task(TaskSpec(name=name, source=f"glue:{name}", data_dir=str(data_dir)))
     data = load_task_split(task, "validation", task_id=0, text_to_text=True)
-    predictions, gold = [], []
+    all_scores, gold = [], []
     for i in range(len(data)):
         item = data[i]
         prompt = tokenizer(item["text"])["input_ids"]
@@ -44,9 +49,9 @@ def independent_predictions(model_dir, name, data_dir):
             scores.append(
                 sum(log_probs[p, t].item() for p, t in zip(positions, target, strict=True))
             )
-        predictions.append(int(np.argmax(scores)))
+        all_scores.append(scores)
         gold.append(item["label"])
-    return np.array(predictions), np.array(gold)
+    return np.array(all_scores), np.array(gold)
 
 
 def test_glue_folder_eval_matches_independent_scoring(tmp_path, decoder_dir):
@@ -172,8 +177,7 @@ def test_more_adapter_refuses_untrained_task(tmp_path, decoder_dir):
         )
 
 
-def test_rank_classification_is_one_forward_per_batch(tmp_path, decoder_dir):
-    """All (example, label) sequences of a batch go through the model together, not one by one."""
+def mnli_scorer(tmp_path, decoder_dir):
     from smora_cli.evaluation.scoring import Scorer
 
     data_dir = glue_folder(tmp_path / "glue")
@@ -181,19 +185,43 @@ def test_rank_classification_is_one_forward_per_batch(tmp_path, decoder_dir):
         TaskSpec(name="mnli_matched", source="glue:mnli_matched", data_dir=str(data_dir))
     )
     data = load_task_split(task, "validation", task_id=0, text_to_text=True)
-    items = [data[i] for i in range(len(data))]
     tokenizer = AutoTokenizer.from_pretrained(decoder_dir)
     model = AutoModelForCausalLM.from_pretrained(decoder_dir).eval()
-    batch_sizes = []
-    model.register_forward_hook(
-        lambda _m, _a, kwargs, _o: batch_sizes.append(kwargs["input_ids"].shape[0]),
-        with_kwargs=True,
-    )
     scorer = Scorer(model, "causal-lm", tokenizer, max_length=256, target_max_length=32)
-    predicted = scorer.predict(data, items)
-    assert batch_sizes == [len(items) * len(task.label_names)] == [12 * 3]
-    expected, _ = independent_predictions(decoder_dir, "mnli_matched", data_dir)
-    assert predicted == expected.tolist()
+    return scorer, data, data_dir
+
+
+def test_rank_classification_runs_each_prompt_once(tmp_path, decoder_dir):
+    """Prompts once (N rows), then every label on their cache (N x L rows): two forwards."""
+    scorer, data, data_dir = mnli_scorer(tmp_path, decoder_dir)
+    items = [data[i] for i in range(len(data))]
+    labels = data.task.label_names
+    assert len({len(scorer.collate.target_ids(label)) for label in labels}) > 1  # padded labels
+    rows = []
+    scorer.model.register_forward_hook(
+        lambda _m, _a, kwargs, _o: rows.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    with torch.no_grad():
+        scores = scorer._shared_prompt_scores(items, labels, task_id=0)
+    width = max(len(scorer.collate.target_ids(label)) for label in labels)
+    assert [shape[0] for shape in rows] == [12, 12 * 3] and rows[1][1] == width
+    expected, gold = independent_scores(decoder_dir, "mnli_matched", data_dir)
+    np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-4, atol=1e-4)
+    assert scorer.predict(data, items) == expected.argmax(1).tolist()
+
+
+def test_shared_prompt_scores_equal_one_sequence_per_label_with_adapters(tmp_path, decoder_dir):
+    from smora_cli.adapters import AdapterConfig, attach
+    from tests.tiny_models import randomize_adapter
+
+    scorer, data, _ = mnli_scorer(tmp_path, decoder_dir)
+    attach(scorer.model, AdapterConfig(method="smora", r=8, k=2))
+    randomize_adapter(scorer.model, std=0.2)
+    items = [data[i] for i in range(len(data))]
+    with torch.no_grad():
+        shared = scorer._shared_prompt_scores(items, data.task.label_names, task_id=0)
+        expanded = scorer._expanded_scores(items, data.task.label_names)
+    torch.testing.assert_close(shared, expanded, rtol=1e-4, atol=1e-4)
 
 
 def test_rank_classification_refuses_labels_it_would_truncate(tmp_path, decoder_dir):
