@@ -151,7 +151,9 @@ def shared_prompt_log_likelihoods(
     ids, mask = _padded(prompts, pad_id, device, left=True)
     keep = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
     first = model(**_with_positions(model, ids, mask), use_cache=True, **keep)
-    cache = getattr(first, "past_key_values", None)
+    # transformers 5.x calls the key/value cache `cache`, 4.x `past_key_values`.
+    cache_name = "cache" if accepts(model, "cache") else "past_key_values"
+    cache = first.get(cache_name)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
         return None
     first_log_probs = torch.log_softmax(first.logits[:, -1].float(), dim=-1)  # [N, V]
@@ -167,7 +169,7 @@ def shared_prompt_log_likelihoods(
         second = model(
             input_ids=continuation,
             attention_mask=full_mask,
-            past_key_values=cache,
+            **{cache_name: cache},
             **_positions_if_accepted(model, positions),
         )
     # Token 0 of a target is predicted by the prompt's last position, token j > 0 by the
