@@ -3,10 +3,10 @@
 import pytest
 import torch
 from torch import nn
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from smora_cli.data.collate import IGNORE, CausalLMCollator
 from smora_cli.models import example_losses
+from tests import tiny_models
 from tests.fixtures import bpe_tokenizer
 
 PAIRS = [
@@ -17,21 +17,8 @@ PAIRS = [
 
 
 def model_for(arch: str, vocab: int) -> nn.Module:
-    torch.manual_seed(0)
-    if arch == "gpt2":  # learned absolute positions: padding must not shift them
-        config = GPT2Config(
-            vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, bos_token_id=1, eos_token_id=2
-        )
-        return GPT2LMHeadModel(config).eval()
-    config = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
-    return LlamaForCausalLM(config).eval()
+    # GPT-2 has learned absolute positions: padding must not shift them.
+    return tiny_models.gpt2(vocab=vocab) if arch == "gpt2" else tiny_models.llama(vocab=vocab)
 
 
 def unpadded_losses(model, collate) -> tuple[list[float], list[int]]:

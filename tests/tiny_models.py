@@ -17,10 +17,10 @@ from transformers import (
 VOCAB = 101
 
 
-def llama(seed: int = 0, layers: int = 2) -> LlamaForCausalLM:
+def llama(seed: int = 0, layers: int = 2, vocab: int = VOCAB) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=VOCAB,
+        vocab_size=vocab,
         hidden_size=32,
         intermediate_size=48,
         num_hidden_layers=layers,
@@ -31,9 +31,17 @@ def llama(seed: int = 0, layers: int = 2) -> LlamaForCausalLM:
     return LlamaForCausalLM(config).eval()
 
 
-def gpt2(seed: int = 0) -> GPT2LMHeadModel:
+def gpt2(seed: int = 0, vocab: int = VOCAB) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+    config = GPT2Config(
+        vocab_size=vocab,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=64,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     return GPT2LMHeadModel(config).eval()
 
 

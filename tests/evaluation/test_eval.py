@@ -16,6 +16,7 @@ from smora_cli.data.tasks import TaskSpec, resolve_task
 from smora_cli.errors import DataError, UserInputError
 from smora_cli.evaluation.job import EvalRequest, run_eval
 from smora_cli.evaluation.metrics import glue_average
+from smora_cli.evaluation.scoring import Scorer
 from smora_cli.recipe import recipe_from_dict
 from smora_cli.train import run
 from tests.fixtures import classifier_recipe, glue_folder
@@ -178,8 +179,6 @@ def test_more_adapter_refuses_untrained_task(tmp_path, decoder_dir):
 
 
 def mnli_scorer(tmp_path, decoder_dir):
-    from smora_cli.evaluation.scoring import Scorer
-
     data_dir = glue_folder(tmp_path / "glue")
     task = resolve_task(
         TaskSpec(name="mnli_matched", source="glue:mnli_matched", data_dir=str(data_dir))
@@ -205,7 +204,7 @@ def test_rank_classification_runs_each_prompt_once(tmp_path, decoder_dir):
         scores = scorer._shared_prompt_scores(items, labels, task_id=0)
     width = max(len(scorer.collate.target_ids(label)) for label in labels)
     assert [shape[0] for shape in rows] == [12, 12 * 3] and rows[1][1] == width
-    expected, gold = independent_scores(decoder_dir, "mnli_matched", data_dir)
+    expected, _ = independent_scores(decoder_dir, "mnli_matched", data_dir)
     np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-4, atol=1e-4)
     assert scorer.predict(data, items) == expected.argmax(1).tolist()
 
@@ -225,21 +224,18 @@ def test_shared_prompt_scores_equal_one_sequence_per_label_with_adapters(tmp_pat
 
 
 def test_rank_classification_refuses_labels_it_would_truncate(tmp_path, decoder_dir):
-    from smora_cli.evaluation.scoring import Scorer
+    scorer, data, _ = mnli_scorer(tmp_path, decoder_dir)
+    longest = max(len(scorer.collate.target_ids(label)) - 1 for label in data.task.label_names)
 
-    data_dir = glue_folder(tmp_path / "glue")
-    task = resolve_task(
-        TaskSpec(name="mnli_matched", source="glue:mnli_matched", data_dir=str(data_dir))
-    )
-    data = load_task_split(task, "validation", task_id=0, text_to_text=True)
-    tokenizer = AutoTokenizer.from_pretrained(decoder_dir)
-    longest = max(
-        len(tokenizer(" " + label, add_special_tokens=False)["input_ids"])
-        for label in task.label_names
-    )
-    model = AutoModelForCausalLM.from_pretrained(decoder_dir).eval()
-    cut = Scorer(model, "causal-lm", tokenizer, max_length=256, target_max_length=longest)
+    def with_room(target_max_length):
+        return Scorer(
+            scorer.model,
+            "causal-lm",
+            scorer.tokenizer,
+            max_length=256,
+            target_max_length=target_max_length,
+        )
+
     with pytest.raises(DataError, match="target_max_length"):
-        cut.predict(data, [data[0]])
-    fits = Scorer(model, "causal-lm", tokenizer, max_length=256, target_max_length=longest + 1)
-    assert len(fits.predict(data, [data[0]])) == 1
+        with_room(longest).predict(data, [data[0]])
+    assert len(with_room(longest + 1).predict(data, [data[0]])) == 1
