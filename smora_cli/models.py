@@ -180,20 +180,26 @@ def example_losses(model: nn.Module, batch: dict[str, Tensor], kind: str) -> tup
 def last_logits(model: nn.Module, inputs: dict[str, Tensor], keep: int) -> Tensor:
     """Logits [B, keep, V] of the last `keep` positions of a left-padded causal-LM batch.
 
-    Real tokens get positions 0, 1, ... (as without padding) where the model takes
-    `position_ids`; models that take `logits_to_keep` skip the vocabulary projection of every
-    other position, the rest are sliced after a full forward.
+    Models that take `logits_to_keep` skip the vocabulary projection of every other position;
+    the rest are sliced after a full forward.
     """
-    if (
-        accepts(model, "position_ids")
-        and "attention_mask" in inputs
-        and "position_ids" not in inputs
-    ):
-        positions = inputs["attention_mask"].long().cumsum(-1) - 1
-        inputs = {**inputs, "position_ids": positions.clamp_min(0)}
+    inputs = with_positions(model, inputs)
     if accepts(model, "logits_to_keep"):
         return model(**inputs, logits_to_keep=keep).logits
     return model(**inputs).logits[:, -keep:]
+
+
+def with_positions(model: nn.Module, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+    """`inputs` with `position_ids` that count real tokens from 0, where the model takes them.
+
+    Left padding then shifts no position (GPT-2's learned positions would see it). The
+    attention mask may be longer than `input_ids` (cached tokens first): the positions of the
+    new tokens continue after the cached ones.
+    """
+    if not accepts(model, "position_ids") or "position_ids" in inputs:
+        return inputs
+    positions = (inputs["attention_mask"].long().cumsum(-1) - 1).clamp_min(0)
+    return {**inputs, "position_ids": positions[:, -inputs["input_ids"].shape[1] :]}
 
 
 def accepts(model: nn.Module, argument: str) -> bool:

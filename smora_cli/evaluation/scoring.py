@@ -19,7 +19,7 @@ from smora_cli.adapters.inject import routing_context
 from smora_cli.data.collate import collator_for
 from smora_cli.data.sources import TaskData
 from smora_cli.errors import DataError
-from smora_cli.models import accepts, example_losses, unwrap
+from smora_cli.models import accepts, example_losses, unwrap, with_positions
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
@@ -150,7 +150,9 @@ def shared_prompt_log_likelihoods(
     device = next(model.parameters()).device
     ids, mask = _padded(prompts, pad_id, device, left=True)
     keep = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
-    first = model(**_with_positions(model, ids, mask), use_cache=True, **keep)
+    first = model(
+        **with_positions(model, {"input_ids": ids, "attention_mask": mask}), use_cache=True, **keep
+    )
     # transformers 5.x calls the key/value cache `cache`, 4.x `past_key_values`.
     cache_name = "cache" if accepts(model, "cache") else "past_key_values"
     cache = first.get(cache_name)
@@ -164,14 +166,9 @@ def shared_prompt_log_likelihoods(
     continuation = label_ids.repeat(len(prompts), 1)  # row n * L + l: target l after prompt n
     continuation_mask = label_mask.repeat(len(prompts), 1)
     full_mask = torch.cat([mask.repeat_interleave(count, 0), continuation_mask], dim=1)
-    positions = full_mask.cumsum(-1)[:, ids.shape[1] :] - 1
+    inputs = with_positions(model, {"input_ids": continuation, "attention_mask": full_mask})
     with routing_context(model, task_ids=torch.full((rows,), task_id, device=device)):
-        second = model(
-            input_ids=continuation,
-            attention_mask=full_mask,
-            **{cache_name: cache},
-            **_positions_if_accepted(model, positions),
-        )
+        second = model(**inputs, **{cache_name: cache})
     # Token 0 of a target is predicted by the prompt's last position, token j > 0 by the
     # continuation's position j - 1.
     log_probs = torch.log_softmax(second.logits[:, :-1].float(), dim=-1)  # [N L, W - 1, V]
@@ -190,16 +187,6 @@ def _padded(sequences: list[list[int]], pad: int, device, *, left: bool) -> tupl
         ids[row, span] = torch.tensor(seq)
         mask[row, span] = 1
     return ids.to(device), mask.to(device)
-
-
-def _with_positions(model: nn.Module, ids: Tensor, mask: Tensor) -> dict[str, Tensor]:
-    """Inputs of a left-padded batch: real tokens at positions 0, 1, ... as unpadded."""
-    positions = (mask.cumsum(-1) - 1).clamp_min(0)
-    return {"input_ids": ids, "attention_mask": mask, **_positions_if_accepted(model, positions)}
-
-
-def _positions_if_accepted(model: nn.Module, positions: Tensor) -> dict[str, Tensor]:
-    return {"position_ids": positions} if accepts(model, "position_ids") else {}
 
 
 def _parse_number(text: str) -> float:
