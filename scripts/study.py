@@ -65,6 +65,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MIXTURE = ROOT / "configs" / "study" / "mixture.yaml"
 SINGLE_TASK = ROOT / "configs" / "study" / "single_task.yaml"
 PARTS = ("granularity", "merging", "more", "router")
+STEP_TIMING = "step_timing.json"
 MERGE_TASKS = ("sentiment", "subjectivity", "debate_party", "qa_topic")
 # alpha = 2r: FlyLoRA's reference; LoRA r=32 in single_task.yaml uses the same alpha and r.
 FLYLORA = {"method": "flylora", "r": 32, "k": 8, "alpha": 64.0}
@@ -102,6 +103,7 @@ class Settings:
     balance_rates: tuple[float, ...] = (0.0, 1e-5, 1e-3, 1e-2)
     router_seed: int = 1
     timing_repeats: int = 30
+    timing_rounds: int = 5  # rounds of interleaved step timing per granularity configuration
     overrides: tuple[str, ...] = ()  # recipe overrides applied to every run
 
 
@@ -111,6 +113,7 @@ QUICK = Settings(
     expert_ranks=(8, 1),
     balance_rates=(0.0, 1e-3),
     timing_repeats=3,
+    timing_rounds=1,
     overrides=("train.max_steps=3", "train.save_steps=2", "train.log_steps=1", "eval.limit=24"),
 )
 
@@ -257,16 +260,72 @@ def granularity_part(study: Study) -> Part:
         )
         for cell in cells
     ]
-    return Part(jobs, partial(granularity_finish, base, sweep, cells), 5.0)
+    finish = partial(granularity_finish, base, sweep, cells, study.settings.timing_rounds)
+    return Part(jobs, finish, 5.0 + 4.0 * study.settings.timing_rounds * len(cells) / 3)
 
 
-def granularity_finish(base: Recipe, sweep: SweepSection, cells: list[Cell]) -> None:
-    """Rewrite the sweep's tables from every finished cell (cells may come from --cell runs)."""
+def granularity_finish(
+    base: Recipe, sweep: SweepSection, cells: list[Cell], timing_rounds: int
+) -> None:
+    """Rewrite the sweep's tables from every finished cell (cells may come from --cell runs),
+    then time one training step of each configuration (once)."""
     from smora_cli.sweep import collect, write_results
 
-    records = collect(cells, Path(sweep.output_dir))
+    out = Path(sweep.output_dir)
+    records = collect(cells, out)
     if records:
-        write_results(records, [t.name for t in base.tasks], Path(sweep.output_dir))
+        write_results(records, [t.name for t in base.tasks], out)
+    if not (out / STEP_TIMING).is_file():
+        step_timing(base, cells, out, timing_rounds)
+
+
+def cell_label(cell: Cell | dict) -> str:
+    """'smora p=8', 'lora r=64': one configuration of the grid, whatever its seed."""
+    get = cell.get if isinstance(cell, dict) else partial(getattr, cell)
+    if get("baseline"):
+        return f"lora r={get('r')}"
+    return f"{get('method')} p={get('expert_rank')}"
+
+
+def step_timing(base: Recipe, cells: list[Cell], out: Path, rounds: int, iters: int = 2) -> None:
+    """Seconds per optimizer step of each configuration, all in one process, interleaved.
+
+    The cells' own wall times depend on whatever else the machine ran meanwhile; here every
+    configuration trains on the same mixture batches round-robin (starting at a rotating
+    offset), so drift hits all alike; the median round is reported.
+    """
+    from smora_cli.train import Trainer
+
+    scratch = out / "step-timing-runs"
+    first_seed = {}
+    for cell in cells:
+        first_seed.setdefault(cell_label(cell), cell)
+    trainers = {}
+    for label, cell in first_seed.items():
+        trainer = Trainer(
+            cell_recipe(base, cell, scratch), overwrite=True, show_progress=False, echo=noop
+        )
+        trainer.setup()
+        trainer.model.train()
+        trainer._optimizer_step(0)  # warm-up
+        trainers[label] = trainer
+    times: dict[str, list[float]] = {label: [] for label in trainers}
+    labels = list(trainers)
+    for round_index in range(rounds):
+        shift = round_index % len(labels)
+        for label in labels[shift:] + labels[:shift]:
+            started = time.perf_counter()
+            for i in range(iters):
+                trainers[label]._optimizer_step(1 + round_index * iters + i)
+            times[label].append((time.perf_counter() - started) / iters)
+    result = {label: statistics.median(values) for label, values in times.items()}
+    shutil.rmtree(scratch, ignore_errors=True)
+    (out / STEP_TIMING).write_text(json.dumps(result, indent=2) + "\n")
+    echo(f"step times written to {out / STEP_TIMING}")
+
+
+def noop(*_args, **_kwargs) -> None:
+    pass
 
 
 # --------------------------------------------------------------------------- 2. merging
@@ -788,16 +847,13 @@ def granularity_groups(records: list[dict]) -> dict[str, list[dict]]:
     """'smora p=8', ..., 'lora r=8' -> records of that configuration over seeds."""
     groups: dict[str, list[dict]] = {}
     for record in records:
-        label = (
-            f"lora r={record['r']}"
-            if record["baseline"]
-            else f"{record['method']} p={record['expert_rank']}"
-        )
-        groups.setdefault(label, []).append(record)
+        groups.setdefault(cell_label(record), []).append(record)
     return groups
 
 
-def granularity_table(records: list[dict], tasks: list[str], steps: int) -> str:
+def granularity_table(
+    records: list[dict], tasks: list[str], steps: int, step_times: dict[str, float]
+) -> str:
     """Mean ± std per configuration: tasks, average, parameters, step time."""
     header = ["adapter", "E", "k/p", "seeds", *tasks, "average", "trainable", "activated"]
     header.append("s/step")
@@ -810,8 +866,10 @@ def granularity_table(records: list[dict], tasks: list[str], steps: int) -> str:
         row += [fmt([g["tasks"].get(t) for g in group]) for t in tasks]
         row.append("**" + fmt([g["average"] for g in group]) + "**")
         row += [f"{first['trainable_params']:,}", f"{first['activated_params']:,}"]
-        # The fastest seed: other jobs on a shared machine only ever add time.
-        row.append(f"{min(g['train_seconds'] for g in group) / steps:.2f}")
+        seconds = step_times.get(label)
+        if seconds is None:  # not timed: the fastest seed (a busy machine only adds time)
+            seconds = min(g["train_seconds"] for g in group) / steps
+        row.append(f"{seconds:.2f}")
         rows.append(row)
     return md_table(header, rows)
 
@@ -911,8 +969,12 @@ def report_granularity(report: Report) -> None:
     csv_text = (report.study.part_dir("granularity") / "results.csv").read_text()
     (report.results / "granularity.csv").write_text(csv_text)
     (report.results / "granularity.json").write_text(json.dumps(records, indent=2) + "\n")
-    report.add(GRANULARITY_INTRO.format(steps=steps))
-    report.add(granularity_table(records, tasks, steps))
+    report.add(GRANULARITY_INTRO.format(steps=steps, rounds=report.study.settings.timing_rounds))
+    timing = report.study.part_dir("granularity") / STEP_TIMING
+    step_times = json.loads(timing.read_text()) if timing.is_file() else {}
+    if step_times:
+        (report.results / STEP_TIMING).write_text(timing.read_text())
+    report.add(granularity_table(records, tasks, steps, step_times))
     report.add("\n".join(f"- {line}" for line in granularity_claims(records)))
     report.add(f"![average score vs p]({average_link})\n\n![per-task score vs p]({tasks_link})")
 
@@ -924,8 +986,10 @@ Pearson/Spearman mean for lee_similarity). smora and moe-lora keep r = 64 ranks 
 active per token and vary the rank per expert p (E = 64/p experts, k/p of them active);
 LoRA r=8 has the same activated rank, LoRA r=64 the same total rank. Trainable parameters
 exclude the task heads (identical everywhere); activated = adapter weights one token touches;
-s/step = training wall time per optimizer step, the fastest of the seeds (the machine was
-shared at times, which only adds time; `docs/benchmarks.md` has the controlled ratios)."""
+s/step = seconds per optimizer step of each configuration, measured after the grid with all
+ten trained in one process on the same batches, round-robin, median of {rounds} rounds (the
+cells' own wall times depend on what else the machine ran; `docs/benchmarks.md` has the layer- and
+model-level ratios)."""
 
 
 # --------------------------------------------------------------------------- report: 2
