@@ -103,7 +103,7 @@ class Settings:
     balance_rates: tuple[float, ...] = (0.0, 1e-5, 1e-3, 1e-2)
     router_seed: int = 1
     timing_repeats: int = 30
-    timing_rounds: int = 5  # rounds of interleaved step timing per granularity configuration
+    timing_rounds: int = 9  # rounds of interleaved step timing per granularity configuration
     overrides: tuple[str, ...] = ()  # recipe overrides applied to every run
 
 
