@@ -753,18 +753,41 @@ def fmt(values: list[float | None], digits: int = 3) -> str:
     return f"{text} ± {std:.{digits}f}" if n > 1 else text
 
 
-def compare(a: list[float], b: list[float]) -> tuple[float, float, str]:
-    """Difference of means, its standard error (Welch), and a plain verdict."""
+@dataclass(frozen=True)
+class Finding:
+    """One claim of a paper tested by a difference of means over seeds."""
+
+    claim: str  # the paper's claim, in a few words
+    comparison: str  # what is compared here: "A minus B"
+    diff: float
+    se: float  # standard error of the difference (Welch)
+    seeds: int  # seeds of the smaller side
+    expected: int  # the sign of `diff` the claim predicts
+    unit: str = "average score"
+
+    @property
+    def verdict(self) -> str:
+        if math.isnan(self.diff):
+            return "not measured"
+        if self.seeds < 2:
+            return "one seed: not tested"
+        if abs(self.diff) <= 2 * self.se:
+            return "not resolved: within seed noise (under 2 standard errors)"
+        return "reproduced" if self.diff * self.expected > 0 else "opposite here"
+
+    def line(self) -> str:
+        return f"{self.comparison}: {self.diff:+.3f} ± {self.se:.3f} {self.unit} ({self.verdict})."
+
+
+def compare(
+    claim: str, comparison: str, a: list[float], b: list[float], expected: int, **kwargs
+) -> Finding:
+    """Difference of the means of `a` and `b` over seeds, with its standard error."""
     sa, sb = mean_std(a), mean_std(b)
     if sa is None or sb is None:
-        return math.nan, math.nan, "not measured"
-    diff = sa[0] - sb[0]
+        return Finding(claim, comparison, math.nan, math.nan, 0, expected, **kwargs)
     se = math.sqrt(sa[1] ** 2 / sa[2] + sb[1] ** 2 / sb[2])
-    if sa[2] < 2 or sb[2] < 2:
-        return diff, se, "one seed: no error bar, no verdict"
-    if abs(diff) > 2 * se:
-        return diff, se, "clear (more than 2 standard errors)"
-    return diff, se, "within seed noise (less than 2 standard errors)"
+    return Finding(claim, comparison, sa[0] - sb[0], se, min(sa[2], sb[2]), expected, **kwargs)
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -811,6 +834,7 @@ class Report:
 
     study: Study
     sections: list[str] = field(default_factory=list)
+    summary: list[list[str]] = field(default_factory=list)  # [claim, measured, verdict] rows
 
     @property
     def figures(self) -> Path:
@@ -827,6 +851,17 @@ class Report:
 
     def add(self, text: str) -> None:
         self.sections.append(text.rstrip() + "\n")
+
+    def add_findings(self, findings: list[Finding]) -> None:
+        """The findings as lines under a section's table, and rows of the summary."""
+        if not findings:
+            self.add("Fewer than two configurations ran: no claim can be checked.")
+            return
+        self.add("\n".join(f"- {finding.line()}" for finding in findings))
+        self.summary += [
+            [f.claim, f"{f.comparison}: {f.diff:+.3f} ± {f.se:.3f} {f.unit}", f.verdict]
+            for f in findings
+        ]
 
 
 # --------------------------------------------------------------------------- report: 1
@@ -927,29 +962,35 @@ def granularity_panel(axis, groups: dict[str, list[dict]], score: Callable) -> N
     axis.grid(alpha=0.3)
 
 
-def granularity_claims(records: list[dict]) -> list[str]:
-    """Plain sentences on SMoRA's two claims, from the numbers."""
+def granularity_claims(records: list[dict]) -> list[Finding]:
+    """SMoRA's two claims, from the average scores over seeds."""
     groups = granularity_groups(records)
     averages = {label: [g["average"] for g in group] for label, group in groups.items()}
     ranks = sorted({r["expert_rank"] for r in records if not r["baseline"]})
     if len(ranks) < 2:
-        return ["Fewer than two granularities ran: no claim can be checked."]
+        return []
     fine, coarse = ranks[0], ranks[-1]
-    lines = []
+    findings = []
     for method in ("smora", "moe-lora"):
         a, b = averages.get(f"{method} p={fine}"), averages.get(f"{method} p={coarse}")
         if a and b:
-            diff, se, verdict = compare(a, b)
-            lines.append(
-                f"{method}, p={fine} minus p={coarse}: {diff:+.3f} ± {se:.3f} average score "
-                f"({verdict})."
+            findings.append(
+                compare(
+                    f"SMoRA: finer experts score higher ({method})",
+                    f"{method}, p={fine} minus p={coarse}",
+                    a,
+                    b,
+                    +1,
+                )
             )
-    for baseline in ("lora r=64", "lora r=8"):
+    for baseline, claim in (
+        ("lora r=64", "SMoRA (8 of 64 ranks active) beats LoRA of the same total rank"),
+        ("lora r=8", "SMoRA beats LoRA of the same activated rank"),
+    ):
         a, b = averages.get(f"smora p={fine}"), averages.get(baseline)
         if a and b:
-            diff, se, verdict = compare(a, b)
-            lines.append(f"smora p={fine} minus {baseline}: {diff:+.3f} ± {se:.3f} ({verdict}).")
-    return lines
+            findings.append(compare(claim, f"smora p={fine} minus {baseline}", a, b, +1))
+    return findings
 
 
 def report_granularity(report: Report) -> None:
@@ -975,7 +1016,7 @@ def report_granularity(report: Report) -> None:
     if step_times:
         (report.results / STEP_TIMING).write_text(timing.read_text())
     report.add(granularity_table(records, tasks, steps, step_times))
-    report.add("\n".join(f"- {line}" for line in granularity_claims(records)))
+    report.add_findings(granularity_claims(records))
     report.add(f"![average score vs p]({average_link})\n\n![per-task score vs p]({tasks_link})")
 
 
@@ -1064,8 +1105,8 @@ def merging_plot(records: list[dict], path: Path) -> None:
     save_figure(figure, path)
 
 
-def merging_claims(records: list[dict]) -> list[str]:
-    """Plain sentences on FlyLoRA's merging claim, from the drops."""
+def merging_claims(records: list[dict]) -> list[Finding]:
+    """FlyLoRA's merging claims, from the mean drop over the four tasks."""
     groups = merging_groups(records)
 
     def mean_drops(key: tuple[str, str]) -> list[float]:
@@ -1073,24 +1114,22 @@ def merging_claims(records: list[dict]) -> list[str]:
             statistics.fmean(v["drop"] for v in g["tasks"].values()) for g in groups.get(key, [])
         ]
 
-    lines = []
+    less = "FlyLoRA adapters lose less when merged than LoRA adapters"
     pairs = [
-        (("flylora", "mean"), ("lora", "mean"), "FlyLoRA mean vs LoRA mean (same merge)"),
+        (("flylora", "mean"), ("lora", "mean"), less, "FlyLoRA mean minus LoRA mean"),
+        (("flylora", "mean"), ("lora", "ties"), less, "FlyLoRA mean minus LoRA TIES"),
         (
             ("flylora", "mean"),
-            ("lora", "ties"),
-            "FlyLoRA mean vs LoRA TIES (LoRA's best usual merge)",
+            ("flylora-same-A", "mean"),
+            "FlyLoRA's low interference needs independent A's (control: one shared A)",
+            "FlyLoRA distinct A seeds minus one shared A seed",
         ),
-        (("flylora", "mean"), ("flylora-same-A", "mean"), "distinct vs shared FlyLoRA A seeds"),
     ]
-    for a, b, label in pairs:
-        if groups.get(a) and groups.get(b):
-            diff, se, verdict = compare(mean_drops(a), mean_drops(b))
-            lines.append(
-                f"{label}: mean drop difference {diff:+.3f} ± {se:.3f} ({verdict}; "
-                "negative = the first interferes less)."
-            )
-    return lines
+    return [
+        compare(claim, label, mean_drops(a), mean_drops(b), -1, unit="mean drop")
+        for a, b, claim, label in pairs
+        if groups.get(a) and groups.get(b)
+    ]
 
 
 def report_merging(report: Report) -> None:
@@ -1108,7 +1147,7 @@ def report_merging(report: Report) -> None:
     recipe = load_recipe(SINGLE_TASK, list(report.study.settings.overrides))
     report.add(MERGING_INTRO.format(steps=recipe.train.max_steps, batch=recipe.train.batch_size))
     report.add(merging_tables(records))
-    report.add("\n".join(f"- {line}" for line in merging_claims(records)))
+    report.add_findings(merging_claims(records))
     report.add(f"![score drop after merging]({link})")
 
 
@@ -1210,6 +1249,21 @@ def rank_summary(maps: dict[str, dict]) -> str:
     return md_table(header, rows)
 
 
+def shared_rank_layers(maps: dict[str, dict]) -> str:
+    """Per seed: in how many layers every task got the same rank (a map not yet by task)."""
+    counts = []
+    for seed, per_task in maps.items():
+        layers = next(iter(per_task.values())).keys()
+        same = sum(len({per_task[t][layer] for t in per_task}) == 1 for layer in layers)
+        counts.append(f"{same} of {len(layers)} (seed {seed})")
+    return (
+        "Layers where all tasks got the same rank: "
+        + ", ".join(counts)
+        + ". Where that number is high, the rank is set by the layer's selector, not by "
+        "the task: the map has not become task-specific yet."
+    )
+
+
 def layer_count(maps: dict[str, dict]) -> int:
     """Number of adapted layers in a rank map."""
     return len(next(iter(next(iter(maps.values())).values())))
@@ -1242,7 +1296,7 @@ def report_more(report: Report) -> None:
         return
     report.add(MORE_INTRO)
     report.add(more_table(scores))
-    report.add("\n".join(f"- {line}" for line in more_claims(scores)))
+    report.add_findings(more_claims(scores))
     extras = {name: part / f"{name}.json" for name in ("rank_maps", "folded_scores", "speed")}
     loaded = {k: json.loads(p.read_text()) for k, p in extras.items() if p.is_file()}
     (report.results / "more.json").write_text(
@@ -1254,6 +1308,8 @@ def report_more(report: Report) -> None:
         report.add(
             f"Mean learned rank over the {layer_count(loaded['rank_maps'])} adapted layers:\n\n"
             + rank_summary(loaded["rank_maps"])
+            + "\n\n"
+            + shared_rank_layers(loaded["rank_maps"])
         )
         report.add(f"![MoRE rank map]({link})")
     if "folded_scores" in loaded:
@@ -1263,17 +1319,36 @@ def report_more(report: Report) -> None:
         )
     if "speed" in loaded:
         report.add(SPEED_INTRO.format(**loaded["speed"]) + "\n\n" + speed_table(loaded["speed"]))
+    if "folded_scores" in loaded and "speed" in loaded:
+        report.summary.append(fold_summary(loaded["folded_scores"], loaded["speed"]))
 
 
-def more_claims(scores: dict[str, list[dict]]) -> list[str]:
-    """Plain sentences on MoRE's score claim."""
+def fold_summary(folded: dict, speed: dict) -> list[str]:
+    """The zero-overhead claim: folded scores equal routed ones, forward time equals base."""
+    largest = max(abs(v["folded"] - v["routed"]) for v in folded.values())
+    ratio = next(c["ratio"] for name, c in speed["cases"].items() if "folded" in name)
+    exact, free = largest < 1e-6, abs(ratio - 1) < 0.05
+    return [
+        "MoRE folds into the weights with zero inference overhead",
+        f"folded per-task scores differ by at most {largest:.0e}; forward time {ratio:.2f} × base",
+        "reproduced" if exact and free else "not reproduced",
+    ]
+
+
+def more_claims(scores: dict[str, list[dict]]) -> list[Finding]:
+    """MoRE's score claim against its two baselines."""
     averages = {name: [r["average"] for r in runs] for name, runs in scores.items()}
-    lines = []
-    for other in ("lora", "moe-lora"):
-        if "more" in averages and other in averages:
-            diff, se, verdict = compare(averages["more"], averages[other])
-            lines.append(f"more minus {other}: {diff:+.3f} ± {se:.3f} average score ({verdict}).")
-    return lines
+    return [
+        compare(
+            f"MoRE beats {other}",
+            f"more minus {other}",
+            averages["more"],
+            averages[other],
+            +1,
+        )
+        for other in ("lora", "moe-lora")
+        if "more" in averages and other in averages
+    ]
 
 
 MORE_INTRO = """\
@@ -1366,6 +1441,29 @@ def router_table(study: Study, curves: dict[str, list[dict]]) -> str:
     return md_table(header, rows)
 
 
+def router_summary(curves: dict[str, list[dict]]) -> list[str]:
+    """SMoRA's loss-free balancing claim: worst-layer load entropy with and without the bias."""
+    worst = {rate: points[-1]["min_entropy"] for rate, points in curves.items() if points}
+    measured = ", ".join(f"u={rate}: {value:.3f}" for rate, value in worst.items())
+    off, default = worst.get("0"), worst.get("1e-05")
+    best = max(worst.values())
+    if off is None:
+        verdict = "not measured"
+    elif default is not None and default - off > 0.05:
+        verdict = "reproduced at the default rate (one seed)"
+    elif best - off > 0.05:
+        verdict = "a larger rate balances the load" + (
+            "; the default does nothing this short (one seed)" if default is not None else ""
+        )
+    else:
+        verdict = "no effect at this length (one seed)"
+    return [
+        "The balance bias keeps expert load balanced without an auxiliary loss",
+        f"worst-layer load entropy at the end (1 = balanced): {measured}",
+        verdict,
+    ]
+
+
 def report_router(report: Report) -> None:
     """Section 4: router curves, their table and figure."""
     report.add("## 4. Router health: expert load with and without the balance bias")
@@ -1379,6 +1477,7 @@ def report_router(report: Report) -> None:
     steps = max(p["step"] for points in curves.values() for p in points)
     report.add(ROUTER_INTRO.format(seed=report.study.settings.router_seed, steps=steps))
     report.add(router_table(report.study, curves))
+    report.summary.append(router_summary(curves))
     report.add(f"![router load over training]({link})")
 
 
@@ -1507,8 +1606,8 @@ def report_outlook(report: Report) -> None:
 
 
 OUTLOOK = """\
-The verdict lines under each table are computed from the numbers above (difference of
-means ± its standard error; "clear" only beyond two standard errors). At this scale read
+The verdicts are computed from the numbers above (difference of means ± its standard
+error; "reproduced" or "opposite here" only beyond two standard errors). At this scale read
 them as follows.
 
 - **Scale.** A 22M-parameter encoder, a few thousand training examples per run and 2 CPU
@@ -1523,12 +1622,22 @@ them as follows.
 - **Merging.** FlyLoRA's numbers come from Llama-3.1-8B adapters on unrelated skills (MMLU,
   ScienceQA, GSM8K, HumanEval), where LoRA's merged deltas collide; here the tasks are
   similar sentence classifications and each is read out by its own trained head, so both
-  the interference and its remedy can be smaller than in the paper.
+  the interference and its remedy can be smaller than in the paper. Read the shared-A
+  control with the algebra of a factor mean: averaging n adapters' factors gives
+  mean(B)·mean(A) = (1/n²) Σ_i Σ_j B_i A_j, so with distinct A's each task keeps 1/n² of
+  its own update, the cross terms B_i A_j are the rest (near-orthogonal noise for FlyLoRA's
+  random sparse A's, another task's signal for LoRA's trained A's), and the averaged A, with
+  n times the non-zeros, routes tokens differently. With one shared A, mean(B)·A =
+  (1/n) Σ_i B_i A is exactly the linear (ΔW) merge, with unchanged routing. FlyLoRA's
+  claim is about the first case against LoRA's factor mean; the shared-A control is a
+  different, gentler merge, so it losing less does not contradict that claim.
 - **MoRE.** MoRE's GLUE result is T5-base trained for 60k steps. Its task embeddings start
   at N(0, 0.01²), so at first every task gets the same rank in a layer (the selector's bias
   decides); the map only becomes task-specific as training separates them, which {steps}
-  steps may not do. The folded model's exactness and zero overhead do not depend on scale
-  and are checked here.
+  steps may not do (section 3 counts the layers where every task still shares one rank).
+  A learned rank below R also means fewer trained ranks per task than LoRA r=8 at equal
+  steps. The folded model's exactness and zero overhead do not depend on scale and are
+  checked here.
 - **Router health.** The default balance rate (1e-5 per step) is sized for runs of tens of
   thousands of steps; {steps} steps only show whether a router collapses early and what a
   larger rate does.
@@ -1556,6 +1665,26 @@ smora eval runs/glue --tasks glue
 smora merge --adapter runs/glue/adapter --per-task runs/glue-tasks"""
 
 
+def summary_section(rows: list[list[str]]) -> str:
+    """The papers' claims against this run, one row each, before the detailed sections."""
+    if not rows:
+        return "## At a glance\n\n_No part has run yet._\n"
+    return (
+        "## At a glance: the papers' claims against this run\n\n"
+        + SUMMARY_INTRO
+        + "\n\n"
+        + md_table(["claim", "measured here (mean ± standard error over seeds)", "verdict"], rows)
+    )
+
+
+SUMMARY_INTRO = """\
+"Reproduced" / "opposite here": the difference is beyond two standard errors in the direction
+the claim predicts / in the other direction; "not resolved": within seed noise, so this run
+neither supports nor refutes the claim. Drops are own-adapter score minus merged score (lower
+is better). The sections below hold the tables, figures and caveats; the last section says
+what a run that could settle each claim needs."""
+
+
 def write_report(study: Study) -> Path:
     """docs/results.md, docs/figures/study_*.png and docs/results/*.json|csv."""
     report = Report(study)
@@ -1570,6 +1699,9 @@ def write_report(study: Study) -> Path:
         report_outlook,
     ):
         section(report)
+        if section is report_intro:
+            intro_end = len(report.sections)
+    report.sections.insert(intro_end, summary_section(report.summary))
     settings = {
         "settings": {
             k: list(v) if isinstance(v, tuple) else v for k, v in vars(study.settings).items()
