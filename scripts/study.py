@@ -1628,7 +1628,8 @@ them as follows.
   its own update, the cross terms B_i A_j are the rest (near-orthogonal noise for FlyLoRA's
   random sparse A's, another task's signal for LoRA's trained A's), and the averaged A, with
   n times the non-zeros, routes tokens differently. With one shared A, mean(B)·A =
-  (1/n) Σ_i B_i A is exactly the linear (ΔW) merge, with unchanged routing. FlyLoRA's
+  (1/n) Σ_i B_i A is the linear (ΔW) merge, and only the averaged balance biases move the
+  routing. FlyLoRA's
   claim is about the first case against LoRA's factor mean; the shared-A control is a
   different, gentler merge, so it losing less does not contradict that claim.
 - **MoRE.** MoRE's GLUE result is T5-base trained for 60k steps. Its task embeddings start
