@@ -303,7 +303,10 @@ def step_timing(base: Recipe, cells: list[Cell], out: Path, rounds: int, iters: 
     trainers = {}
     for label, cell in first_seed.items():
         trainer = Trainer(
-            cell_recipe(base, cell, scratch), overwrite=True, show_progress=False, echo=noop
+            cell_recipe(base, cell, scratch),
+            overwrite=True,
+            show_progress=False,
+            echo=lambda *_: None,
         )
         trainer.setup()
         trainer.model.train()
@@ -322,10 +325,6 @@ def step_timing(base: Recipe, cells: list[Cell], out: Path, rounds: int, iters: 
     shutil.rmtree(scratch, ignore_errors=True)
     (out / STEP_TIMING).write_text(json.dumps(result, indent=2) + "\n")
     echo(f"step times written to {out / STEP_TIMING}")
-
-
-def noop(*_args, **_kwargs) -> None:
-    pass
 
 
 # --------------------------------------------------------------------------- 2. merging
@@ -1629,9 +1628,9 @@ them as follows.
   random sparse A's, another task's signal for LoRA's trained A's), and the averaged A, with
   n times the non-zeros, routes tokens differently. With one shared A, mean(B)·A =
   (1/n) Σ_i B_i A is the linear (ΔW) merge, and only the averaged balance biases move the
-  routing. FlyLoRA's
-  claim is about the first case against LoRA's factor mean; the shared-A control is a
-  different, gentler merge, so it losing less does not contradict that claim.
+  routing. FlyLoRA's claim is about the first case against LoRA's factor mean; the
+  shared-A control is a different, gentler merge, so it losing less does not contradict
+  that claim.
 - **MoRE.** MoRE's GLUE result is T5-base trained for 60k steps. Its task embeddings start
   at N(0, 0.01²), so at first every task gets the same rank in a layer (the selector's bias
   decides); the map only becomes task-specific as training separates them, which {steps}
