@@ -10,7 +10,7 @@ compared:
    shared a_seed as the control), merged by mean / linear / TIES; each task's score drop;
 3. more: MoRE against LoRA r=8 and a multi-LoRA MoE, its learned rank per task and layer, and
    the speed of a folded per-task model against the base model;
-4. router: expert load over training with and without the balance bias.
+4. router: expert load over training with and without the balance bias (three seeds).
 
 Commands (from the repository root; every part is resumable: the same command skips finished
 runs, resumes an interrupted one from its checkpoint and redoes only missing analyses):
@@ -19,10 +19,10 @@ runs, resumes an interrupted one from its checkpoint and redoes only missing ana
     python scripts/study.py granularity      # 30 runs              ~85 min on an idle 2-core machine
     python scripts/study.py merging          # 33 runs + 15 merges  ~40 min
     python scripts/study.py more             # 9 runs, fold, timing ~25 min
-    python scripts/study.py router           # 4 runs               ~11 min
+    python scripts/study.py router           # 12 runs              ~33 min
     python scripts/study.py report           # docs/results.md, docs/figures/study_*.png,
                                              # docs/results/*.json|csv from what exists
-    python scripts/study.py all              # the four parts, then the report (~2.7 h idle)
+    python scripts/study.py all              # the four parts, then the report (~3 h idle)
     nohup python scripts/study.py all > study.log 2>&1 &
     python scripts/study.py merging --list-cells   # a part's runs, numbered
     python scripts/study.py merging --cell 4       # one run only (split a part over sessions
@@ -101,7 +101,6 @@ class Settings:
     seeds: tuple[int, ...] = (1, 2, 3)
     expert_ranks: tuple[int, ...] = (8, 4, 2, 1)
     balance_rates: tuple[float, ...] = (0.0, 1e-5, 1e-3, 1e-2)
-    router_seed: int = 1
     timing_repeats: int = 30
     timing_rounds: int = 9  # rounds of interleaved step timing per granularity configuration
     overrides: tuple[str, ...] = ()  # recipe overrides applied to every run
@@ -652,24 +651,24 @@ def forward_speed(study: Study, recipes: dict, folded: Path) -> dict:
 
 
 # --------------------------------------------------------------------------- 4. router
-def router_recipes(study: Study) -> dict[float, Recipe]:
-    """SMoRA r=64, k=8 (the quickstart adapter) at each balance rate, one seed."""
+def router_recipes(study: Study) -> dict[tuple[float, int], Recipe]:
+    """SMoRA r=64, k=8 (the quickstart adapter) at each balance rate and seed."""
     tree = recipe_tree(MIXTURE, study)
     runs = study.part_dir("router") / "runs"
-    seed = study.settings.router_seed
     return {
-        rate: build_recipe(
+        (rate, seed): build_recipe(
             tree,
             runs / f"smora-balance{rate:g}-seed{seed}",
             adapter={"method": "smora", "r": 64, "k": 8, "expert_rank": 1, "balance_rate": rate},
             train={"seed": seed},
         )
         for rate in study.settings.balance_rates
+        for seed in study.settings.seeds
     }
 
 
 def router_part(study: Study) -> Part:
-    """One smora run per balance rate."""
+    """One smora run per balance rate and seed."""
     return Part([train_job(r.output_dir.name, r) for r in router_recipes(study).values()])
 
 
@@ -1365,10 +1364,13 @@ adapter and an unfolded LoRA show what folding saves."""
 
 
 # --------------------------------------------------------------------------- report: 4
-def router_curves(study: Study) -> dict[str, list[dict]]:
-    """balance rate -> [{step, mean_entropy, min_entropy, max_load}] from metrics.jsonl."""
-    curves = {}
-    for rate, recipe in router_recipes(study).items():
+ROUTER_STATS = ("mean_entropy", "min_entropy", "max_load")
+
+
+def router_runs(study: Study) -> dict[str, dict[int, dict]]:
+    """rate -> seed -> {"points": [{step, mean_entropy, min_entropy, max_load}], "average"}."""
+    runs: dict[str, dict[int, dict]] = {}
+    for (rate, seed), recipe in router_recipes(study).items():
         path = recipe.output_dir / "metrics.jsonl"
         if not is_finished(recipe.output_dir) or not path.is_file():
             continue
@@ -1376,14 +1378,26 @@ def router_curves(study: Study) -> dict[str, list[dict]]:
         for line in path.read_text().splitlines():
             entry = json.loads(line)
             if entry.get("router"):
-                router = entry["router"]
-                points.append(
-                    {
-                        "step": entry["step"],
-                        **{k: router[k] for k in ("mean_entropy", "min_entropy", "max_load")},
-                    }
-                )
-        curves[f"{rate:g}"] = points
+                stats = {k: entry["router"][k] for k in ROUTER_STATS}
+                points.append({"step": entry["step"], **stats})
+        average = read_eval(recipe.output_dir)["average"]
+        runs.setdefault(f"{rate:g}", {})[seed] = {"points": points, "average": average}
+    return runs
+
+
+def router_curves(runs: dict[str, dict[int, dict]]) -> dict[str, list[dict]]:
+    """rate -> the seeds' mean (and std) of each statistic at every step all seeds logged."""
+    curves = {}
+    for rate, seeds in runs.items():
+        per_seed = [{p["step"]: p for p in run["points"]} for run in seeds.values()]
+        steps = sorted(set.intersection(*(set(points) for points in per_seed)))
+        curves[rate] = []
+        for step in steps:
+            point = {"step": step}
+            for key in ROUTER_STATS:
+                mean, std, _ = mean_std([points[step][key] for points in per_seed])
+                point.update({key: mean, f"{key}_std": std})
+            curves[rate].append(point)
     return curves
 
 
@@ -1395,8 +1409,15 @@ def router_plot(curves: dict[str, list[dict]], experts: int, path: Path) -> None
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for rate, points in curves.items():
         steps = [p["step"] for p in points]
-        (line,) = left.plot(
-            steps, [p["mean_entropy"] for p in points], label=f"balance_rate {rate}"
+        mean = [p["mean_entropy"] for p in points]
+        (line,) = left.plot(steps, mean, label=f"balance_rate {rate}")
+        spread = [p["mean_entropy_std"] for p in points]
+        left.fill_between(
+            steps,
+            [m - s for m, s in zip(mean, spread, strict=True)],
+            [m + s for m, s in zip(mean, spread, strict=True)],
+            color=line.get_color(),
+            alpha=0.15,
         )
         left.plot(steps, [p["min_entropy"] for p in points], linestyle=":", color=line.get_color())
         right.plot(
@@ -1407,10 +1428,10 @@ def router_plot(curves: dict[str, list[dict]], experts: int, path: Path) -> None
         )
     right.axhline(1 / experts, color="grey", linestyle="--", label=f"balanced (1/{experts})")
     left.set_ylabel("normalised load entropy (1 = balanced)")
-    left.set_title("Load entropy: layer mean (solid), worst layer (dotted)")
+    left.set_title("Load entropy: layer mean (solid, ± std over seeds), worst layer (dotted)")
     right.set_ylabel("largest expert share of selections (any layer)")
     right.set_yscale("log")
-    right.set_title("Busiest expert")
+    right.set_title("Busiest expert (mean over seeds)")
     for axis in (left, right):
         axis.set_xlabel("training step")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -1419,69 +1440,69 @@ def router_plot(curves: dict[str, list[dict]], experts: int, path: Path) -> None
     save_figure(figure, path)
 
 
-def router_table(study: Study, curves: dict[str, list[dict]]) -> str:
-    """Router statistics at the last logging step and the score, per balance rate."""
-    rows = []
-    for rate, recipe in router_recipes(study).items():
-        points = curves.get(f"{rate:g}")
-        if not points:
-            continue
-        last = points[-1]
-        rows.append(
-            [
-                f"{rate:g}" + (" (smora default)" if rate == 1e-5 else ""),
-                f"{last['mean_entropy']:.3f}",
-                f"{last['min_entropy']:.3f}",
-                f"{last['max_load']:.3f}",
-                f"{read_eval(recipe.output_dir)['average']:.3f}",
-            ]
-        )
-    header = ["balance_rate", "mean entropy (last)", "worst layer", "max load", "average score"]
-    return md_table(header, rows)
+def final_values(seeds: dict[int, dict], key: str) -> list[float]:
+    """One statistic at the last logged step of each seed's run."""
+    return [run["points"][-1][key] for run in seeds.values() if run["points"]]
 
 
-def router_summary(curves: dict[str, list[dict]]) -> list[str]:
-    """SMoRA's loss-free balancing claim: worst-layer load entropy with and without the bias."""
-    worst = {rate: points[-1]["min_entropy"] for rate, points in curves.items() if points}
-    measured = ", ".join(f"u={rate}: {value:.3f}" for rate, value in worst.items())
-    off, default = worst.get("0"), worst.get("1e-05")
-    best = max(worst.values())
-    if off is None:
-        verdict = "not measured"
-    elif default is not None and default - off > 0.05:
-        verdict = "reproduced at the default rate (one seed)"
-    elif best - off > 0.05:
-        verdict = "a larger rate balances the load" + (
-            "; the default does nothing this short (one seed)" if default is not None else ""
-        )
-    else:
-        verdict = "no effect at this length (one seed)"
+def router_table(runs: dict[str, dict[int, dict]]) -> str:
+    """Router statistics at the last logging step and the score: mean ± std over seeds."""
+    rows = [
+        [
+            rate + (" (smora default)" if rate == "1e-05" else ""),
+            str(len(seeds)),
+            *[fmt(final_values(seeds, key)) for key in ROUTER_STATS],
+            fmt([run["average"] for run in seeds.values()]),
+        ]
+        for rate, seeds in runs.items()
+    ]
+    header = ["balance_rate", "seeds", "mean entropy (last)", "worst layer", "max load"]
+    return md_table([*header, "average score"], rows)
+
+
+def router_claims(runs: dict[str, dict[int, dict]]) -> list[Finding]:
+    """SMoRA's loss-free balancing: worst-layer load entropy at the end, with against without."""
+    off = runs.get("0")
+    if not off:
+        return []
+    claim = "The balance bias keeps expert load balanced without an auxiliary loss"
     return [
-        "The balance bias keeps expert load balanced without an auxiliary loss",
-        f"worst-layer load entropy at the end (1 = balanced): {measured}",
-        verdict,
+        compare(
+            f"{claim} (u={rate})",
+            f"u={rate} minus u=0",
+            final_values(seeds, "min_entropy"),
+            final_values(off, "min_entropy"),
+            +1,
+            unit="worst-layer load entropy",
+        )
+        for rate, seeds in runs.items()
+        if rate != "0"
     ]
 
 
 def report_router(report: Report) -> None:
-    """Section 4: router curves, their table and figure."""
+    """Section 4: router curves, their table, findings and figure."""
     report.add("## 4. Router health: expert load with and without the balance bias")
-    curves = router_curves(report.study)
-    if not curves:
+    runs = router_runs(report.study)
+    if not runs:
         report.add("_Not run yet_ (`python scripts/study.py router`).")
         return
+    curves = router_curves(runs)
     png, link = report.figure("router")
     router_plot(curves, 64, png)
-    (report.results / "router.json").write_text(json.dumps(curves, indent=2) + "\n")
+    (report.results / "router.json").write_text(
+        json.dumps({"curves": curves, "runs": runs}, indent=2) + "\n"
+    )
     steps = max(p["step"] for points in curves.values() for p in points)
-    report.add(ROUTER_INTRO.format(seed=report.study.settings.router_seed, steps=steps))
-    report.add(router_table(report.study, curves))
-    report.summary.append(router_summary(curves))
+    seeds = ", ".join(map(str, report.study.settings.seeds))
+    report.add(ROUTER_INTRO.format(seeds=seeds, steps=steps))
+    report.add(router_table(runs))
+    report.add_findings(router_claims(runs))
     report.add(f"![router load over training]({link})")
 
 
 ROUTER_INTRO = """\
-smora r=64, k=8, p=1 on the mixture, seed {seed}, {steps} steps, at each `balance_rate` u
+smora r=64, k=8, p=1 on the mixture, seeds {seeds}, {steps} steps, at each `balance_rate` u
 (the bias step per optimizer step; 0 disables it). `metrics.jsonl` logs, per layer, the load
 of each expert over the logging interval: normalised entropy (1 = uniform over the 64
 experts) and the share of the busiest expert (1/64 = 0.016 when balanced). The bias moves at

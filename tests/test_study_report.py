@@ -53,12 +53,38 @@ def test_fold_summary_needs_exact_scores_and_base_speed(study):
     assert study.fold_summary(off, fast)[2] == "not reproduced"
 
 
-def test_router_summary_reads_the_worst_layer_at_the_end(study):
-    def curve(*entropies):
-        return [{"min_entropy": e} for e in entropies]
+def point(step, mean, worst, load):
+    return {"step": step, "mean_entropy": mean, "min_entropy": worst, "max_load": load}
 
-    balanced = {"0": curve(0.9, 0.70), "1e-05": curve(0.9, 0.80)}
-    assert study.router_summary(balanced)[2].startswith("reproduced at the default rate")
-    larger = {"0": curve(0.75), "1e-05": curve(0.74), "0.01": curve(0.99)}
-    assert "the default does nothing" in study.router_summary(larger)[2]
-    assert study.router_summary({"0": curve(0.8), "1e-05": curve(0.8)})[2].startswith("no effect")
+
+def test_router_curves_average_the_seeds_at_steps_all_of_them_logged(study):
+    runs = {
+        "0": {
+            1: {"points": [point(5, 0.9, 0.8, 0.1), point(10, 0.8, 0.7, 0.2)], "average": 0.5},
+            2: {"points": [point(5, 0.7, 0.6, 0.3)], "average": 0.6},
+        }
+    }
+    (only,) = study.router_curves(runs)["0"]
+    assert only["step"] == 5
+    assert only["mean_entropy"] == pytest.approx(0.8)
+    assert only["mean_entropy_std"] == pytest.approx(math.sqrt(0.02))  # stdev of 0.9, 0.7
+    assert only["max_load"] == pytest.approx(0.2)
+
+
+def test_router_claims_compare_the_last_worst_layer_entropy_with_no_bias(study):
+    def seeds(*worst):
+        return {
+            s: {"points": [point(100, 0.9, w, 0.1)], "average": 0.6} for s, w in enumerate(worst)
+        }
+
+    runs = {
+        "0": seeds(0.70, 0.72, 0.74),
+        "1e-05": seeds(0.71, 0.73, 0.72),
+        "0.01": seeds(0.95, 0.96, 0.97),
+    }
+    default, large = study.router_claims(runs)
+    assert default.comparison == "u=1e-05 minus u=0"
+    assert default.verdict.startswith("not resolved")
+    assert large.diff == pytest.approx(0.24)
+    assert large.verdict == "reproduced"
+    assert study.router_claims({"0.01": runs["0.01"]}) == []  # nothing to compare with
