@@ -597,32 +597,12 @@ def lm_cases(args: argparse.Namespace, env: Env) -> list[Case]:
         return train
 
     static = tensor_bytes(model, ids)
-    return [
-        Case(
-            "lm-window",
-            "lm",
-            64,
-            None,
-            "lm/lm-full-logits/64",
-            model,
-            step(window),
-            None,
-            static,
-            optimizer,
-        ),
-        Case(
-            "lm-full-logits",
-            "lm",
-            64,
-            None,
-            "lm/lm-full-logits/64",
-            model,
-            step(full),
-            None,
-            static,
-            optimizer,
-        ),
-    ]
+    baseline = "lm/lm-full-logits/64"
+
+    def case(name: str, batch: dict[str, Tensor]) -> Case:
+        return Case(name, "lm", 64, None, baseline, model, step(batch), None, static, optimizer)
+
+    return [case("lm-window", window), case("lm-full-logits", full)]
 
 
 LEVELS = {"layer": layer_cases, "model": model_cases, "eval": eval_cases, "lm": lm_cases}
