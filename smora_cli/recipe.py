@@ -43,14 +43,23 @@ class ModelSection:
     """`model:` which transformers model to adapt and how to feed it."""
 
     name_or_path: str = ""
+    gguf_file: str | None = None  # a GGUF checkpoint inside the folder name_or_path
     kind: Literal["classifier", "causal-lm", "seq2seq"] = "classifier"
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     tokenizer: str | None = None
+    chat_template: bool | None = None  # None: on when the tokenizer has one (language models)
     max_length: int = 128
     target_max_length: int = 32
     pooling: Literal["mean", "cls"] = "mean"
     trust_remote_code: bool = False
     gradient_checkpointing: bool = False
+
+    @property
+    def source(self) -> str:
+        """What the loaders read: `name_or_path`, or the GGUF file inside it."""
+        if self.gguf_file:
+            return str(Path(self.name_or_path) / self.gguf_file)
+        return self.name_or_path
 
 
 @dataclass
@@ -181,7 +190,7 @@ def recipe_from_dict(data: Any, overrides: list[str] = (), *, source: str | None
         raise RecipeError(problems, source=source)
     recipe.tasks = [complete_spec(task) for task in recipe.tasks]
     if recipe.adapter.base_model_name_or_path is None:  # recorded in the saved adapter
-        recipe.adapter.base_model_name_or_path = recipe.model.name_or_path
+        recipe.adapter.base_model_name_or_path = recipe.model.source
     return recipe
 
 
@@ -299,14 +308,30 @@ def cross_checks(recipe: Recipe) -> list[str]:
         problems.append(
             f"train.log_with: unknown tracker(s) {unknown_trackers}; known: {', '.join(TRACKERS)}"
         )
-    model_path = recipe.model.name_or_path
-    if model_path.startswith((".", "/", "~")) and not Path(model_path).expanduser().exists():
-        problems.append(f"model.name_or_path: {model_path} does not exist")
+    problems += _model_source_problems(recipe.model)
     if recipe.model.max_length < 8:
         problems.append(f"model.max_length: must be >= 8, got {recipe.model.max_length}")
     if recipe.eval.batch_size < 1:
         problems.append("eval.batch_size: must be >= 1")
     return problems
+
+
+def _model_source_problems(model: ModelSection) -> list[str]:
+    path = model.name_or_path
+    if path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
+        return [f"model.name_or_path: {path} does not exist"]
+    if model.source.endswith(".gguf") and model.kind != "causal-lm":
+        return [f"model.kind: a GGUF checkpoint is a causal-lm, got {model.kind}"]
+    if model.gguf_file is None:
+        return []
+    if not Path(path).expanduser().is_dir():
+        return [
+            f"model.gguf_file: needs model.name_or_path to be a local folder holding it, got "
+            f"{path!r} (download the file first, e.g. `hf download REPO {model.gguf_file}`)"
+        ]
+    if not Path(model.source).expanduser().is_file():
+        return [f"model.gguf_file: {model.source} does not exist"]
+    return []
 
 
 def save_resolved(recipe: Recipe, directory: str | os.PathLike) -> Path:

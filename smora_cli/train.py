@@ -41,6 +41,7 @@ from smora_cli.models import (
     load_tokenizer,
     save_heads,
     unwrap,
+    use_chat_template,
 )
 from smora_cli.optim import adamw, lr_factor, set_lr
 from smora_cli.recipe import Recipe, save_resolved
@@ -147,12 +148,19 @@ class Trainer:
                 for i, task in enumerate(self.tasks)
             ]
         self.tokenizer = load_tokenizer(
-            recipe.model.tokenizer or recipe.model.name_or_path,
+            recipe.model.tokenizer or recipe.model.source,
             kind=self.kind,
             trust_remote_code=recipe.model.trust_remote_code,
         )
+        recipe.model.chat_template = use_chat_template(  # resolved, so eval reads the same
+            recipe.model.chat_template, self.kind, self.tokenizer
+        )
         self.collate = collator_for(
-            self.kind, self.tokenizer, recipe.model.max_length, recipe.model.target_max_length
+            self.kind,
+            self.tokenizer,
+            recipe.model.max_length,
+            recipe.model.target_max_length,
+            chat=recipe.model.chat_template,
         )
         model = self._build_model()
         train = recipe.train
@@ -174,7 +182,7 @@ class Trainer:
     def _build_model(self) -> torch.nn.Module:
         recipe = self.recipe
         base = load_base_model(
-            recipe.model.name_or_path,
+            recipe.model.source,
             kind=self.kind,
             dtype=recipe.model.dtype,
             trust_remote_code=recipe.model.trust_remote_code,
@@ -454,6 +462,7 @@ class Trainer:
             self.tokenizer,
             max_length=recipe.model.max_length,
             target_max_length=recipe.model.target_max_length,
+            chat=recipe.model.chat_template,
         )
         results = {
             task.name: score_task(

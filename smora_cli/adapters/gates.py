@@ -22,6 +22,11 @@ import torch
 from torch import Tensor
 
 
+def at_least_float32(tensor: Tensor) -> Tensor:
+    """bf16/fp16 values upcast to float32 (float64 stays, for the gradient checks)."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
 def expand_experts(gates: Tensor, expert_rank: int) -> Tensor:
     """[.., E] expert gates -> [.., E*p] rank gates (each gate repeated over its p ranks)."""
     if expert_rank == 1:
@@ -56,7 +61,7 @@ class SigmoidTopKGate(torch.autograd.Function):
         top = top_biased if uses_bias else picked
         total = top.sum(-1, keepdim=True)
         selected = top * ((active * scaling) / total)  # c q_e / S
-        out = z * _rank_gates(z, chosen, selected, expert_rank)
+        out = z * _rank_gates(z, chosen, selected.to(z.dtype), expert_rank)
         ctx.save_for_backward(z, chosen, selected, picked, total)
         ctx.mark_non_differentiable(chosen)
         ctx.active, ctx.expert_rank, ctx.scaling = active, expert_rank, scaling
@@ -68,15 +73,15 @@ class SigmoidTopKGate(torch.autograd.Function):
         z, chosen, selected, picked, total = ctx.saved_tensors
         grad_z = grad_logits = None
         if ctx.needs_input_grad[0]:
-            grad_z = grad_out * _rank_gates(z, chosen, selected, ctx.expert_rank)
+            grad_z = grad_out * _rank_gates(z, chosen, selected.to(z.dtype), ctx.expert_rank)
         if ctx.needs_input_grad[1]:
             per_rank = grad_out * z  # dL/d(rank gate)
             if ctx.expert_rank > 1:
                 per_rank = per_rank.unflatten(-1, (ctx.experts, ctx.expert_rank)).sum(-1)
-            grad_gate = per_rank.gather(-1, chosen)  # G at the selected experts
+            grad_gate = at_least_float32(per_rank.gather(-1, chosen))  # G at the selected experts
             coef = ctx.active * ctx.scaling
             grad_q = (coef * grad_gate - (grad_gate * selected).sum(-1, keepdim=True)) / total
             grad_selected = grad_q * picked * (1 - picked)
-            grad_logits = grad_out.new_zeros(*grad_out.shape[:-1], ctx.experts)
+            grad_logits = grad_selected.new_zeros(*grad_out.shape[:-1], ctx.experts)
             grad_logits.scatter_(-1, chosen, grad_selected)
         return grad_z, grad_logits, None, None, None, None, None

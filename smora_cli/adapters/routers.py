@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smora_cli.adapters.config import AdapterConfig
-from smora_cli.adapters.gates import SigmoidTopKGate, expand_experts
+from smora_cli.adapters.gates import SigmoidTopKGate, at_least_float32, expand_experts
 from smora_cli.errors import AdapterError
 
 
@@ -101,7 +101,9 @@ class Router(nn.Module):
         return gate.weight if isinstance(gate, nn.Linear) and gate.bias is None else None
 
     def _logits(self, x: Tensor, logits: Tensor | None) -> Tensor:
-        return self.gate(x) if logits is None else logits
+        # Routing decisions in float32 whatever the autocast dtype: bf16 logits (8 mantissa
+        # bits) tie and flip top-k choices (Switch Transformer's "selective precision").
+        return at_least_float32(self.gate(x) if logits is None else logits)
 
     def reset_parameters(self) -> None:
         """Re-initialise trainable routing parameters: a token gate keeps nn.Linear's init."""
@@ -291,7 +293,7 @@ class TaskPrefixRouter(Router):
 
     def task_gates(self) -> tuple[Tensor, Tensor]:
         """([tasks, R] straight-through rank weights, [tasks] chosen prefix length - 1)."""
-        probs = torch.softmax(self.selector(self.task_embedding), dim=-1)  # [T, R]
+        probs = torch.softmax(at_least_float32(self.selector(self.task_embedding)), dim=-1)
         choice = probs.argmax(dim=-1)  # e* - 1
         straight = F.one_hot(choice, probs.shape[-1]).to(probs.dtype) + probs - probs.detach()
         gate = straight.gather(-1, choice[:, None])  # [T, 1], forward value exactly 1

@@ -40,12 +40,21 @@ class ClassifierCollator:
 
 
 class CausalLMCollator:
-    """prompt + target + EOS in one left-padded sequence; labels on the trailing targets."""
+    """prompt + target + end token in one left-padded sequence; labels on the trailing targets.
 
-    def __init__(self, tokenizer, max_length: int, target_max_length: int):
+    With `chat=True` the prompt is the user turn of the tokenizer's chat template (with the
+    assistant header after it) and the target ends with the template's end-of-turn token;
+    otherwise the target follows the prompt after a space and ends with EOS.
+    """
+
+    def __init__(
+        self, tokenizer, max_length: int, target_max_length: int, *, chat: bool = False
+    ):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.target_max_length = target_max_length
+        self.chat = ChatFormat(tokenizer) if chat else None
+        self.end_id = self.chat.end_id if self.chat else tokenizer.eos_token_id
 
     def encode(self, prompt: str, target: str | None) -> tuple[list[int], list[int]]:
         """(input ids, labels) of one example; the prompt is cut from the left if too long."""
@@ -54,13 +63,17 @@ class CausalLMCollator:
         return prompt_ids + target_ids, [IGNORE] * len(prompt_ids) + target_ids
 
     def target_ids(self, target: str) -> list[int]:
-        """The target's tokens (after a space, cut to target_max_length - 1) and EOS."""
-        ids = self.tokenizer(" " + target, add_special_tokens=False)["input_ids"]
-        return ids[: self.target_max_length - 1] + [self.tokenizer.eos_token_id]
+        """The target's tokens (cut to target_max_length - 1) and the end token."""
+        text = target if self.chat else " " + target
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids[: self.target_max_length - 1] + [self.end_id]
 
     def prompt_ids(self, prompt: str, room: int) -> list[int]:
-        """The prompt's last `room` tokens (at least one): the end of a prompt matters most."""
-        return self.tokenizer(prompt, add_special_tokens=True)["input_ids"][-max(1, room) :]
+        """At most `room` tokens (at least one) of the prompt, keeping its end."""
+        room = max(1, room)
+        if self.chat:
+            return self.chat.prompt_ids(prompt, room)
+        return self.tokenizer(prompt, add_special_tokens=True)["input_ids"][-room:]
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         pairs = [self.encode(item["text"], item["target"]) for item in items]
@@ -114,10 +127,60 @@ class Seq2SeqCollator:
         return batch
 
 
-def collator_for(kind: str, tokenizer, max_length: int, target_max_length: int):
-    """The collator of a model kind (`classifier`, `causal-lm`, `seq2seq`)."""
+class ChatFormat:
+    """A prompt as the user turn of the tokenizer's chat template, ready for the answer.
+
+    An untruncated prompt is tokenized exactly as `apply_chat_template(...,
+    add_generation_prompt=True)` does. A long one loses tokens from the start of the user's
+    text, never the template around it (system turn, role headers).
+    """
+
+    _MARK = "\x00smora\x00"
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        before, _, after = self._render(self._MARK).partition(self._MARK)
+        self.head = tokenizer(before, add_special_tokens=False)["input_ids"]
+        self.tail = tokenizer(after, add_special_tokens=False)["input_ids"]
+        self.end_id = self._end_of_turn()
+
+    def _render(self, content: str, answer: str | None = None) -> str:
+        messages = [{"role": "user", "content": content}]
+        if answer is not None:
+            messages.append({"role": "assistant", "content": answer})
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=answer is None
+        )
+
+    def _end_of_turn(self) -> int:
+        """The first token the template puts after an assistant answer (e.g. <|im_end|>)."""
+        rendered = self._render("q", answer=self._MARK)
+        after = rendered.partition(self._MARK)[2]
+        ids = self.tokenizer(after, add_special_tokens=False)["input_ids"]
+        return ids[0] if ids else self.tokenizer.eos_token_id
+
+    def prompt_ids(self, prompt: str, room: int) -> list[int]:
+        ids = self.tokenizer(self._render(prompt), add_special_tokens=False)["input_ids"]
+        if len(ids) <= room:
+            return ids
+        content = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        keep = max(0, room - len(self.head) - len(self.tail))
+        return (self.head + content[len(content) - keep :] + self.tail)[-room:]
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def collator_for(
+    kind: str, tokenizer, max_length: int, target_max_length: int, *, chat: bool = False
+):
+    """The collator of a model kind (`classifier`, `causal-lm`, `seq2seq`).
+
+    `chat` (causal LMs only): render prompts through the tokenizer's chat template.
+    """
     if kind == "classifier":
         return ClassifierCollator(tokenizer, max_length)
     if kind == "causal-lm":
-        return CausalLMCollator(tokenizer, max_length, target_max_length)
+        return CausalLMCollator(tokenizer, max_length, target_max_length, chat=chat)
     return Seq2SeqCollator(tokenizer, max_length, target_max_length)

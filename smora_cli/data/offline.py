@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from smora_cli.errors import DataError
+from smora_cli.utils.cache import cache_root
 from smora_cli.utils.fs import atomic_directory, atomic_write_text
 
 # Bump whenever a builder's output changes: old caches then no longer match their stamp.
@@ -380,8 +381,8 @@ _TASK_SOURCE = {
 
 
 def default_cache_dir() -> Path:
-    """`$SMORA_CACHE` if set, else `~/.cache/smora/offline`."""
-    return Path(os.environ.get("SMORA_CACHE") or Path.home() / ".cache" / "smora" / "offline")
+    """`offline/` in smora's cache (`$SMORA_CACHE`, default `~/.cache/smora`)."""
+    return cache_root() / "offline"
 
 
 def _stamp(name: str) -> str:

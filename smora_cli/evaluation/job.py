@@ -54,6 +54,7 @@ class EvalPlan:
     target_max_length: int
     output_path: Path
     run_dir: Path | None
+    chat_template: bool | None = None  # the run's setting; None: the tokenizer decides
 
 
 def latest_run(root: Path = RUNS_DIR) -> Path | None:
@@ -125,7 +126,7 @@ def plan(request: EvalRequest, echo=print) -> EvalPlan:
     adapter = request.adapter or (run_dir / ADAPTER_DIR if run_dir else None)
     if request.no_adapter:
         adapter = None
-    model = request.model or (recipe.model.name_or_path if recipe else None)
+    model = request.model or (recipe.model.source if recipe else None)
     if model is None and adapter is not None:
         from smora_cli.adapters.io import read_adapter_config
 
@@ -144,6 +145,7 @@ def plan(request: EvalRequest, echo=print) -> EvalPlan:
         target_max_length=recipe.model.target_max_length if recipe else 32,
         output_path=request.output_path or default_out,
         run_dir=run_dir,
+        chat_template=recipe.model.chat_template if recipe else None,
     )
 
 
@@ -268,6 +270,7 @@ def execute(
     from smora_cli.evaluation.metrics import glue_average
     from smora_cli.evaluation.runner import score_task, summarise, write_json
     from smora_cli.evaluation.scoring import Scorer
+    from smora_cli.models import use_chat_template
     from smora_cli.utils.accel import make_accelerator
     from smora_cli.utils.log import quiet_libraries
 
@@ -282,6 +285,7 @@ def execute(
         tokenizer,
         max_length=job.max_length,
         target_max_length=job.target_max_length,
+        chat=use_chat_template(job.chat_template, job.kind, tokenizer),
     )
     results, glue = {}, {}
     for spec in job.tasks:

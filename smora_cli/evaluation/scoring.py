@@ -28,13 +28,20 @@ class Scorer:
     """Turns batches of formatted examples into predictions for one model kind."""
 
     def __init__(
-        self, model: nn.Module, kind: str, tokenizer, *, max_length: int, target_max_length: int
+        self,
+        model: nn.Module,
+        kind: str,
+        tokenizer,
+        *,
+        max_length: int,
+        target_max_length: int,
+        chat: bool = False,
     ):
         self.model = model
         self.kind = kind
         self.tokenizer = tokenizer
         self.target_max_length = target_max_length
-        self.collate = collator_for(kind, tokenizer, max_length, target_max_length)
+        self.collate = collator_for(kind, tokenizer, max_length, target_max_length, chat=chat)
 
     @torch.no_grad()
     def predict(self, data: TaskData, items: list[dict]) -> list:
@@ -97,9 +104,10 @@ class Scorer:
 
     def _check_label_lengths(self, task: str, labels: list[str]) -> None:
         """Refuse labels the collator would cut: truncated labels can no longer be told apart."""
-        room = self.target_max_length - 1  # the collator keeps one position for EOS
+        room = self.target_max_length - 1  # the collator keeps one position for the end token
+        prefix = "" if getattr(self.collate, "chat", None) else " "
         for label in labels:
-            length = len(self.tokenizer(" " + label, add_special_tokens=False)["input_ids"])
+            length = len(self.tokenizer(prefix + label, add_special_tokens=False)["input_ids"])
             if length > room:
                 raise DataError(
                     f"task {task!r}: label {label!r} is {length} tokens, more than "
@@ -108,23 +116,31 @@ class Scorer:
 
     def _generate(self, items: list[dict]) -> list[str]:
         tokenizer, model = self.tokenizer, unwrap(self.model)
-        side = tokenizer.padding_side
-        tokenizer.padding_side = "left"  # generation continues from the last real token
-        try:
-            batch = tokenizer(
-                [item["text"] for item in items],
-                padding=True,
-                truncation=True,
-                max_length=self.collate.max_length,
-                return_tensors="pt",
+        if self.kind == "causal-lm":
+            # The prompts exactly as training saw them (chat template, left truncation).
+            room = self.collate.max_length
+            prompts = [self.collate.prompt_ids(item["text"], room) for item in items]
+            ids, mask = _padded(prompts, tokenizer.pad_token_id, self._device(), left=True)
+            batch = {"input_ids": ids, "attention_mask": mask}  # generate() derives positions
+            stop = sorted({self.collate.end_id, tokenizer.eos_token_id} - {None})
+        else:
+            batch = self._to_device(
+                dict(
+                    tokenizer(
+                        [item["text"] for item in items],
+                        padding=True,
+                        truncation=True,
+                        max_length=self.collate.max_length,
+                        return_tensors="pt",
+                    )
+                )
             )
-        finally:
-            tokenizer.padding_side = side
-        batch = self._to_device(dict(batch))
+            stop = tokenizer.eos_token_id
         output = model.generate(
             **batch,
             max_new_tokens=self.target_max_length,
             do_sample=False,
+            eos_token_id=stop,
             pad_token_id=tokenizer.pad_token_id,
         )
         if self.kind == "causal-lm":

@@ -12,8 +12,13 @@ def make_accelerator(**kwargs):
     machine launched with torchrun or `accelerate launch --multi_gpu` still gets one.
     """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     cpu_only = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    # Accelerate keeps one process-wide state and refuses another precision later in the same
+    # process (a sweep of runs, a notebook): each job starts from a fresh state; the process
+    # group (PartialState) is kept.
+    AcceleratorState._reset_state()
     return Accelerator(cpu=cpu_only, **kwargs)
 
 

