@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -50,3 +51,16 @@ def _isolated_caches(tmp_path_factory, monkeypatch):
     root = tmp_path_factory.getbasetemp()
     monkeypatch.setenv("HF_DATASETS_CACHE", str(root / "hf-datasets"))
     monkeypatch.setenv("SMORA_CACHE", str(root / "smora-cache"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_path(tmp_path_factory):
+    """The packaged SmolLM2-135M-Instruct, converted once per test session (~20 s)."""
+    from smora_cli.model_sources import PACKAGED_MODELS, resolve_model_path
+
+    packaged = PACKAGED_MODELS["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    if packaged.locate() is None:
+        pytest.skip(f"SmolLM2 is not installed: {packaged.install_hint}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SMORA_CACHE", str(tmp_path_factory.getbasetemp() / "smora-cache"))
+        return Path(resolve_model_path("HuggingFaceTB/SmolLM2-135M-Instruct", echo=lambda _: None))
