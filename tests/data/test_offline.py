@@ -54,15 +54,30 @@ def suite(suite_dir) -> dict[str, dict[str, list[dict]]]:
     }
 
 
-def test_registry_lists_the_five_tasks_with_consistent_metadata():
-    assert NAMES == ["sentiment", "subjectivity", "debate_party", "lee_similarity", "qa_topic"]
+def test_registry_lists_the_six_tasks_with_consistent_metadata():
+    assert NAMES == [
+        "sentiment",
+        "subjectivity",
+        "debate_party",
+        "lee_similarity",
+        "qa_topic",
+        "word_analogy",
+    ]
     for name, task in OFFLINE_TASKS.items():
         assert isinstance(task, OfflineTask) and task.name == name
         assert task.description and "\n" not in task.description and task.origin
-        regression = task.label_names is None
-        assert task.metric == ("pearson" if regression else "accuracy")
+        kind = (
+            "generation"
+            if task.target_column
+            else "regression"
+            if task.label_names is None
+            else "classification"
+        )
+        metric = {"generation": "exact_match", "regression": "pearson"}.get(kind, "accuracy")
+        assert task.metric == metric
         assert task.text_columns == (("text", "text_b") if name == "lee_similarity" else ("text",))
-        assert regression == (name == "lee_similarity")
+        assert (kind == "regression") == (name == "lee_similarity")
+        assert (kind == "generation") == (name == "word_analogy")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -72,10 +87,12 @@ def test_rows_have_the_declared_columns_clean_text_and_valid_labels(suite, name)
         rows = suite[name][split]
         assert rows, f"{name}/{split} is empty"
         for row in rows:
-            assert set(row) == {*task.text_columns, "label"}
+            assert set(row) == {*task.text_columns, task.target_column or "label"}
             for column in task.text_columns:
                 assert row[column] and row[column] == " ".join(row[column].split())
-            if task.label_names is None:
+            if task.target_column:
+                assert row[task.target_column] and " " not in row[task.target_column]
+            elif task.label_names is None:
                 assert isinstance(row["label"], float) and math.isfinite(row["label"])
                 assert 0.0 <= row["label"] <= 1.0
             else:
@@ -258,3 +275,18 @@ def test_default_cache_dir_follows_smora_cache(monkeypatch, tmp_path):
     monkeypatch.delenv("SMORA_CACHE")
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     assert offline.default_cache_dir() == Path.home() / ".cache" / "smora" / "offline"
+
+
+def test_word_analogy_holds_out_word_pairs(suite):
+    def words(row):
+        a, b, c = row["text"].replace(" :: ", " : ").removesuffix(" : ?").split(" : ")
+        return {a, b, c, row["target"]}
+
+    seen_in_training = set().union(*(words(row) for row in suite["word_analogy"]["train"]))
+    for split in ("validation", "test"):
+        rows = suite["word_analogy"][split]
+        assert len(rows) > 50
+        for row in rows:
+            a, b, c = row["text"].replace(" :: ", " : ").removesuffix(" : ?").split(" : ")
+            assert {a, b} <= seen_in_training  # the demonstration is a training pair
+            assert c not in seen_in_training and row["target"] not in seen_in_training
