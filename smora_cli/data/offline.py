@@ -59,7 +59,7 @@ class OfflineTask:
     metric: str
     build: Callable[[], Splits]
     target_column: str | None = None  # generation tasks: the answer to produce
-    prompt: str | None = None  # a natural-language prompt for language models
+    prompt: str | None = None  # the instruction language models get (a recipe may replace it)
 
 
 def _install_hint(dist: str) -> str:
@@ -365,7 +365,7 @@ def build_word_analogy() -> Splits:
             split_of[pair] = "test" if i < n_eval else "validation" if i < 2 * n_eval else "train"
     train_words = {word for pair, split in split_of.items() if split == "train" for word in pair}
     splits: Splits = {split: [] for split in SPLITS}
-    for relation, pairs in relations.items():
+    for pairs in relations.values():
         train = [p for p in pairs if split_of[p] == "train"]
         for c, d in pairs:
             split = split_of[(c, d)]
@@ -393,6 +393,8 @@ _TASKS = (
         ("negative", "positive"),
         "accuracy",
         build_sentiment,
+        None,
+        "Is this movie review negative or positive?\n{text}",
     ),
     (
         "subjectivity",
@@ -402,6 +404,8 @@ _TASKS = (
         ("objective", "subjective"),
         "accuracy",
         build_subjectivity,
+        None,
+        "Is this sentence an objective plot summary or a subjective opinion?\n{text}",
     ),
     (
         "debate_party",
@@ -411,6 +415,8 @@ _TASKS = (
         ("democrat", "republican"),
         "accuracy",
         build_debate_party,
+        None,
+        "Was this 2016 debate statement made by the democrat or the republican?\n{text}",
     ),
     (
         "lee_similarity",
@@ -420,6 +426,8 @@ _TASKS = (
         None,
         "pearson",
         build_lee_similarity,
+        None,
+        "How similar are these two news texts, from 0 to 1?\nFirst: {text}\nSecond: {text_b}",
     ),
     (
         "qa_topic",
@@ -429,6 +437,8 @@ _TASKS = (
         QA_TOPICS,
         "accuracy",
         build_qa_topic,
+        None,
+        "Which topic is this chatbot question about?\n{text}",
     ),
     (
         "word_analogy",

@@ -36,7 +36,9 @@ class Scorer:
         max_length: int,
         target_max_length: int,
         chat: bool = False,
+        show_progress: bool = True,
     ):
+        self.show_progress = show_progress  # evaluation shows a bar per task
         self.model = model
         self.kind = kind
         self.tokenizer = tokenizer
@@ -178,19 +180,23 @@ def shared_prompt_log_likelihoods(
 
     count, rows = len(targets), len(prompts) * len(targets)
     label_ids, label_mask = _padded(targets, pad_id, device, left=False)
+    head = first_log_probs.repeat_interleave(count, 0).gather(
+        1, label_ids.repeat(len(prompts), 1)[:, :1]
+    )
+    if label_ids.shape[1] == 1:  # one-token targets: the prompt pass scored them already
+        return head.view(len(prompts), count)
+    # Token 0 of a target is predicted by the prompt's last position, token j > 0 by the
+    # continuation's position j - 1; the last target token is only predicted, never read.
     cache.batch_repeat_interleave(count)
     continuation = label_ids.repeat(len(prompts), 1)  # row n * L + l: target l after prompt n
     continuation_mask = label_mask.repeat(len(prompts), 1)
-    full_mask = torch.cat([mask.repeat_interleave(count, 0), continuation_mask], dim=1)
-    inputs = with_positions(model, {"input_ids": continuation, "attention_mask": full_mask})
+    full_mask = torch.cat([mask.repeat_interleave(count, 0), continuation_mask[:, :-1]], dim=1)
+    inputs = with_positions(model, {"input_ids": continuation[:, :-1], "attention_mask": full_mask})
     with routing_context(model, task_ids=torch.full((rows,), task_id, device=device)):
-        second = model(**inputs, **{cache_name: cache})
-    # Token 0 of a target is predicted by the prompt's last position, token j > 0 by the
-    # continuation's position j - 1.
-    log_probs = torch.log_softmax(second.logits[:, :-1].float(), dim=-1)  # [N L, W - 1, V]
-    head = first_log_probs.repeat_interleave(count, 0).gather(1, continuation[:, :1]).squeeze(1)
-    rest = log_probs.gather(2, continuation[:, 1:, None]).squeeze(2) * continuation_mask[:, 1:]
-    return (head + rest.sum(1)).view(len(prompts), count)
+        logits = model(**inputs, **{cache_name: cache}).logits.float()  # [N L, W - 1, V]
+    picked = logits.gather(2, continuation[:, 1:, None]).squeeze(2)
+    rest = (picked - logits.logsumexp(-1)) * continuation_mask[:, 1:]
+    return (head.squeeze(1) + rest.sum(1)).view(len(prompts), count)
 
 
 def _padded(sequences: list[list[int]], pad: int, device, *, left: bool) -> tuple[Tensor, Tensor]:

@@ -203,7 +203,8 @@ def test_rank_classification_runs_each_prompt_once(tmp_path, decoder_dir):
     with torch.no_grad():
         scores = scorer._shared_prompt_scores(items, labels, task_id=0)
     width = max(len(scorer.collate.target_ids(label)) for label in labels)
-    assert [shape[0] for shape in rows] == [12, 12 * 3] and rows[1][1] == width
+    # The last target token is only predicted: the label pass reads width - 1 tokens.
+    assert [shape[0] for shape in rows] == [12, 12 * 3] and rows[1][1] == width - 1
     expected, _ = independent_scores(decoder_dir, "mnli_matched", data_dir)
     np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-4, atol=1e-4)
     assert scorer.predict(data, items) == expected.argmax(1).tolist()
