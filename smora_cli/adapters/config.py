@@ -16,6 +16,8 @@ from smora_cli.errors import AdapterConfigError, AdapterError
 METHODS = ("lora", "moe-lora", "smora", "flylora", "more", "hydra")
 # Methods whose router picks ranks per token: they need an activated rank `k` below r.
 TOKEN_ROUTED = ("moe-lora", "smora", "flylora")
+# Methods whose router is a learned linear gate over the token's input.
+GATED = ("moe-lora", "smora", "hydra")
 # Default balance-bias step size u per method (METHODS.md); methods without a bias ignore it.
 DEFAULT_BALANCE_RATE = {"smora": 1e-5, "flylora": 1e-3}
 DEFAULT_HYDRA_HEADS = 4
@@ -43,6 +45,9 @@ class AdapterConfig:
         topk_by: `flylora` selection by `abs` (|Ax + d|, the paper) or `signed` (released code).
         a_seed: seed of `flylora`'s frozen sparse A; give task adapters different seeds.
         gate_uses_bias: `smora` gate values from h + b (released code) or h only.
+        center_router_input: learned token gates (`moe-lora`, `smora`, `hydra`) route on
+            x - mean(x) instead of x, the mean a running average over training tokens.
+            Off in the papers; see docs/methods.md for why LLM hidden states need it.
         rank_scaling: `more` per-rank factor j/R (`linear`) or 1 (`none`).
         task_names: tasks a `more` adapter routes by (filled from the recipe's tasks).
         contrastive_coef: weight of `more`'s task-contrastive loss.
@@ -66,6 +71,7 @@ class AdapterConfig:
     topk_by: str = "abs"
     a_seed: int = 0
     gate_uses_bias: bool = True
+    center_router_input: bool = False
     rank_scaling: str = "linear"
     task_names: list[str] = field(default_factory=list)
     contrastive_coef: float = 0.1
@@ -109,6 +115,13 @@ class AdapterConfig:
             out.append(("task_names", f"has duplicates: {self.task_names}"))
         if not self.contrastive_temperature > 0:
             out.append(("contrastive_temperature", "must be > 0"))
+        if self.center_router_input and self.method not in GATED:
+            out.append(
+                (
+                    "center_router_input",
+                    f"applies to learned token gates ({', '.join(GATED)}), not {self.method!r}",
+                )
+            )
         if self.method == "hydra" and self.num_experts is not None and self.num_experts < 2:
             out.append(("num_experts", f"hydra needs at least 2 B heads, got {self.num_experts}"))
         if self.method != "hydra" and self.num_experts not in (None, self.num_expert_blocks):

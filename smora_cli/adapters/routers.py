@@ -76,6 +76,52 @@ class ExpertCounter(nn.Module):
         self.pending.scatter_add_(0, chosen.reshape(-1), ones.reshape(-1))
 
 
+class InputCentering(nn.Module):
+    """A running mean of a router's inputs, which the router subtracts before its gate.
+
+    LLM hidden states carry a large token-independent component (a few "massive activation"
+    dimensions); through a random gate it adds the same logit offset W mu to every token,
+    so every token picks the same experts (docs/methods.md, router concentration). Routing
+    on x - mu removes it. Like the balance bias, mu changes only in `apply_step_sums`, once
+    per optimizer step, from sums gathered over micro-batches and processes (real tokens
+    only); in evaluation it is frozen.
+    """
+
+    MOMENTUM = 0.01  # after the first 1/MOMENTUM steps, an exponential moving average
+
+    def __init__(self, in_features: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(in_features))
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+        # [sum of x over real tokens..., token count]; zero at every checkpoint.
+        self.register_buffer("pending", torch.zeros(in_features + 1), persistent=False)
+
+    @torch.no_grad()
+    def record(self, x: Tensor, token_weights: Tensor | None) -> None:
+        flat = x.reshape(-1, x.shape[-1]).to(self.pending.dtype)
+        if token_weights is None:
+            self.pending[:-1] += flat.sum(0)
+            self.pending[-1] += flat.shape[0]
+        else:
+            weights = token_weights.reshape(-1).to(flat.dtype)
+            self.pending[:-1] += weights @ flat
+            self.pending[-1] += weights.sum()
+
+    @torch.no_grad()
+    def apply_step_sums(self, sums: Tensor) -> None:
+        """The first step sets the mean; then a running average, later an EMA."""
+        count = sums[-1].clamp_min(1.0)
+        step_mean = sums[:-1] / count
+        rate = torch.clamp(1.0 / (self.updates + 1).float(), min=self.MOMENTUM)
+        moved = self.mean + rate * (step_mean - self.mean)
+        self.mean.copy_(torch.where(sums[-1] > 0, moved, self.mean))
+        self.updates += (sums[-1] > 0).long()
+
+    def logit_offset(self, weight: Tensor) -> Tensor:
+        """W mu [E]: subtracting it from W x routes on x - mu."""
+        return F.linear(self.mean.to(weight.dtype), weight)
+
+
 class Router(nn.Module):
     """Base router: every rank active with weight 1 (plain LoRA)."""
 
@@ -87,6 +133,7 @@ class Router(nn.Module):
     def __init__(self, in_features: int, config: AdapterConfig):
         super().__init__()
         self.config = config
+        self.centering = InputCentering(in_features) if config.center_router_input else None
 
     def forward(
         self, x: Tensor, z: Tensor, inputs: RoutingInputs, logits: Tensor | None = None
@@ -100,10 +147,15 @@ class Router(nn.Module):
         gate = getattr(self, "gate", None)
         return gate.weight if isinstance(gate, nn.Linear) and gate.bias is None else None
 
-    def _logits(self, x: Tensor, logits: Tensor | None) -> Tensor:
+    def _logits(self, x: Tensor, logits: Tensor | None, inputs: RoutingInputs) -> Tensor:
         # Routing decisions in float32 whatever the autocast dtype: bf16 logits (8 mantissa
         # bits) tie and flip top-k choices (Switch Transformer's "selective precision").
-        return at_least_float32(self.gate(x) if logits is None else logits)
+        logits = at_least_float32(self.gate(x) if logits is None else logits)
+        if self.centering is None:
+            return logits
+        if self.training:
+            self.centering.record(x, inputs.token_weights(x.shape[:-1]))
+        return logits - self.centering.logit_offset(self.gate.weight).to(logits.dtype)
 
     def reset_parameters(self) -> None:
         """Re-initialise trainable routing parameters: a token gate keeps nn.Linear's init."""
@@ -177,7 +229,7 @@ class SoftmaxTopKRouter(_CountingRouter):
     def forward(
         self, x: Tensor, z: Tensor, inputs: RoutingInputs, logits: Tensor | None = None
     ) -> Routing:
-        probs = torch.softmax(self._logits(x, logits), dim=-1)  # [.., E]
+        probs = torch.softmax(self._logits(x, logits, inputs), dim=-1)  # [.., E]
         top_probs, chosen = probs.topk(
             self.config.active_experts, dim=-1, sorted=False
         )  # [.., k/p]
@@ -218,7 +270,7 @@ class SigmoidBiasTopKRouter(_BalanceBiasRouter):
     def forward(
         self, x: Tensor, z: Tensor, inputs: RoutingInputs, logits: Tensor | None = None
     ) -> Routing:
-        logits = self._logits(x, logits)
+        logits = self._logits(x, logits, inputs)
         config = self.config
         if self.fused_gate:
             output, chosen = SigmoidTopKGate.apply(
@@ -360,7 +412,7 @@ class DenseSoftmaxRouter(Router):
     def forward(
         self, x: Tensor, z: Tensor, inputs: RoutingInputs, logits: Tensor | None = None
     ) -> Routing:
-        return Routing(torch.softmax(self._logits(x, logits), dim=-1), {})  # [.., heads]
+        return Routing(torch.softmax(self._logits(x, logits, inputs), dim=-1), {})  # [.., heads]
 
     def static_weights(self, task_id: int | None) -> Tensor:
         raise cannot_fold_error(self.config.method)

@@ -18,29 +18,30 @@ AUX_COEFFICIENTS = {"balance": "aux_loss_coef", "contrastive": "contrastive_coef
 
 @torch.no_grad()
 def on_optimizer_step(model: nn.Module) -> None:
-    """Apply one balance-bias update per router from the counts of this optimizer step.
+    """Apply this optimizer step's routing updates: balance biases and router input means.
 
-    Counts gathered over every micro-batch since the last call are summed across processes
-    in one all-reduce, so gradient accumulation and DDP see the same bias on every rank.
-    Call it right after `optimizer.step()`, on every process.
+    Counts (and input sums) gathered over every micro-batch since the last call are summed
+    across processes in one all-reduce, so gradient accumulation and DDP see the same state
+    on every rank. Call it right after `optimizer.step()`, on every process.
     """
-    counters = [
-        (layer.router, layer.router.counter)
-        for _, layer in adapter_layers(model)
-        if layer.router.counter is not None
-    ]
-    if not counters:
+    routers = [layer.router for _, layer in adapter_layers(model)]
+    counted = [router for router in routers if router.counter is not None]
+    centered = [router for router in routers if router.centering is not None]
+    pending = [r.counter.pending for r in counted] + [r.centering.pending for r in centered]
+    if not pending:
         return
-    flat = torch.cat([counter.pending for _, counter in counters])
+    flat = torch.cat(pending)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(flat)
-    offset = 0
-    for router, counter in counters:
-        counts = flat[offset : offset + counter.pending.numel()]
-        offset += counter.pending.numel()
+    parts = iter(flat.split([t.numel() for t in pending]))
+    for router in counted:
+        counts = next(parts)
         router.apply_step_counts(counts)
-        counter.seen += counts
-        counter.pending.zero_()
+        router.counter.seen += counts
+        router.counter.pending.zero_()
+    for router in centered:
+        router.centering.apply_step_sums(next(parts))
+        router.centering.pending.zero_()
 
 
 def aux_losses(model: nn.Module) -> dict[str, Tensor]:

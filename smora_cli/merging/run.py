@@ -47,6 +47,7 @@ MEAN_MUST_MATCH = (
     "rank_scaling",
     "topk_by",
     "gate_uses_bias",
+    "center_router_input",
 )
 
 
