@@ -34,12 +34,12 @@ class GlueTask:
     tsv_header: bool = True
 
 
-def _splits(validation: str = "validation") -> dict[str, str]:
-    return {"train": "train", "validation": validation, "test": "test"}
+def _splits(validation: str = "validation", test: str = "test") -> dict[str, str]:
+    return {"train": "train", "validation": validation, "test": test}
 
 
-def _files(validation: str = "dev") -> dict[str, str]:
-    return {"train": "train", "validation": validation, "test": "test"}
+def _files(validation: str = "dev", test: str = "test") -> dict[str, str]:
+    return {"train": "train", "validation": validation, "test": test}
 
 
 def _mnli(which: str) -> GlueTask:
@@ -51,8 +51,8 @@ def _mnli(which: str) -> GlueTask:
         ("entailment", "neutral", "contradiction"),
         ("accuracy",),
         {"premise": "sentence1", "hypothesis": "sentence2", "label": "gold_label"},
-        _splits(f"validation_{which}"),
-        _files(f"dev_{which}"),
+        _splits(f"validation_{which}", f"test_{which}"),
+        _files(f"dev_{which}", f"test_{which}"),
     )
 
 

@@ -1,8 +1,9 @@
 """Load one split of a task into a `TaskData`: checked columns, labels mapped to ids.
 
-Sources: the offline suite (`builtin:`), GLUE (Hub or a GLUE-distribution TSV folder),
-local jsonl/json/csv/tsv/parquet files or folders of `<split>.<ext>` files, and Hub datasets
-through `datasets.load_dataset`. Every failure is a `DataError` that names the task.
+Sources: the offline suite (`builtin:`), GLUE (Hub, or a folder of `save_to_disk` task folders
+or GLUE-distribution TSVs), local jsonl/json/csv/tsv/parquet files, `datasets` `save_to_disk`
+folders (a `DatasetDict` or one split's `Dataset`), folders of `<split>.<ext>` files, and Hub
+datasets through `datasets.load_dataset`. Every failure is a `DataError` that names the task.
 """
 
 from __future__ import annotations
@@ -19,9 +20,14 @@ from smora_cli.errors import DataError
 
 GLUE_DIR_ENV = "SMORA_GLUE_DIR"
 OFFLINE_HINT = (
-    "offline? point `source` at local files (jsonl/csv/parquet or a folder of "
-    "<split>.<ext> files), or set HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1 to use a "
+    "offline? point `source` at local files (jsonl/csv/parquet, a save_to_disk folder or a "
+    "folder of <split>.<ext> files), or set HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1 to use a "
     "cached copy"
+)
+GLUE_OFFLINE_HINT = (
+    f"offline? pass --data-dir DIR or set ${GLUE_DIR_ENV} (recipes: `data_dir:`), DIR holding "
+    "one datasets save_to_disk folder per task (cola/, mnli/, ...) or the GLUE distribution "
+    "layout (CoLA/dev.tsv, ...)"
 )
 
 
@@ -40,6 +46,7 @@ class TaskData:
     dataset: object  # datasets.Dataset with the task's columns
     label_ids: dict | None  # raw label value -> class id (classification)
     text_to_text: bool
+    n_original: int | None = None  # examples in the split before a `limit` subset
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -99,6 +106,7 @@ def load_task_split(
     if len(dataset) == 0:
         raise DataError(f"task {task.name!r}: split {split!r} is empty")
     _check_columns(task, dataset, split)
+    n_original = len(dataset)
     if limit is not None and len(dataset) > limit:
         dataset = dataset.shuffle(seed=shuffle_seed).select(range(limit))
     has_labels = task.type != "generation" and task.label_column in dataset.column_names
@@ -108,7 +116,7 @@ def load_task_split(
     elif has_labels:
         _check_regression_labels(task, dataset, split)
     _check_text(task, dataset, split)
-    return TaskData(task, task_id, split, dataset, label_ids, text_to_text)
+    return TaskData(task, task_id, split, dataset, label_ids, text_to_text, n_original)
 
 
 # ------------------------------------------------------------------------- loading
@@ -120,28 +128,79 @@ def _load(task: Task, split: str):
         paths = materialize(task.location)
         return _read_files(task, {split: paths[split]} if split in paths else {}, split)
     if kind == "glue":
-        data_dir = task.data_dir or os.environ.get(GLUE_DIR_ENV)
+        data_dir = glue_data_dir(task)
         if data_dir:
-            return _read_glue_folder(task, Path(data_dir).expanduser(), split)
-        return _read_hub(task, HUB_ID, GLUE_TASKS[task.location].subset, split)
+            return _read_glue_folder(task, data_dir, split)
+        return _read_hub(task, HUB_ID, GLUE_TASKS[task.location].subset, split, GLUE_OFFLINE_HINT)
     if kind == "local":
         return _read_files(task, _local_files(task, split), split)
     return _read_hub(task, task.location, task.subset, split)
 
 
+def split_available(task: Task, split: str) -> bool | None:
+    """Whether `split` of `task` is on disk, without reading it; None when only loading can
+    tell (Hub datasets, the offline suite)."""
+    if task.source_kind == "glue":
+        data_dir = glue_data_dir(task)
+        return None if data_dir is None else locate_glue_split(task, data_dir, split) is not None
+    if task.source_kind == "local":
+        return bool(_local_files(task, split))
+    return None
+
+
+def glue_data_dir(task: Task) -> Path | None:
+    """The local GLUE folder of a `glue:` task: its `data_dir`, else `$SMORA_GLUE_DIR`."""
+    data_dir = task.data_dir or os.environ.get(GLUE_DIR_ENV)
+    return Path(data_dir).expanduser() if data_dir else None
+
+
 def _local_files(task: Task, split: str) -> dict[str, Path]:
     source = Path(task.location).expanduser()
     wanted = task.splits.get(split, split)
-    if source.is_file():
+    if source.is_file() or is_saved_split(source):  # one file or one split: the train split
         if split == "train" and wanted == "train":
             return {split: source}
         candidate = Path(wanted).expanduser()
-        return {split: candidate} if candidate.is_file() else {}
+        return {split: candidate} if candidate.is_file() or is_saved_split(candidate) else {}
     for name in _split_candidates(split, wanted):
+        saved = _saved_split(source, name)
+        if saved is not None:
+            return {split: saved}
         for path in sorted(source.glob(f"{name}.*")):
             if _is_data_file(path):
                 return {split: path}
     return {}
+
+
+def is_saved_split(path: Path) -> bool:
+    """A complete `Dataset.save_to_disk` folder: its state lists data files that all exist.
+
+    (A copy can keep the state of a split whose Arrow files were left out.)
+    """
+    import json
+
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        files = [entry["filename"] for entry in state["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return bool(files) and all((path / name).is_file() for name in files)
+
+
+def _saved_split(folder: Path, name: str) -> Path | None:
+    """Split `name` of a `DatasetDict.save_to_disk` folder (or a folder of split folders)."""
+    import json
+
+    listing = folder / "dataset_dict.json"
+    if listing.is_file():
+        try:
+            splits = json.loads(listing.read_text(encoding="utf-8")).get("splits", [])
+        except (OSError, ValueError, AttributeError):
+            splits = []
+        if name not in splits:
+            return None
+    path = folder / name
+    return path if is_saved_split(path) else None
 
 
 def _split_candidates(split: str, wanted: str) -> list[str]:
@@ -158,10 +217,12 @@ def _read_files(task: Task, files: dict[str, Path], split: str):
     if not files:
         raise DataError(
             f"task {task.name!r}: no {split!r} split in {task.location} (looked for "
-            f"{task.splits.get(split, split)}.jsonl/.csv/.tsv/.parquet; map it with "
-            f"`splits: {{{split}: <file or name>}}`)"
+            f"{task.splits.get(split, split)}.jsonl/.csv/.tsv/.parquet or a save_to_disk split "
+            f"folder; map it with `splits: {{{split}: <file, folder or name>}}`)"
         )
     path = files[split]
+    if path.is_dir():
+        return _read_saved(task, path)
     suffix = [s for s in path.suffixes if s not in COMPRESSION_SUFFIXES][-1]
     if suffix == ".tsv":
         return _read_tsv(task, path, header=True)
@@ -207,23 +268,56 @@ def _read_tsv(task: Task, path: Path, *, header: bool, columns: dict | None = No
     return datasets.Dataset.from_pandas(frame, preserve_index=False)
 
 
+def _read_saved(task: Task, path: Path):
+    import datasets
+
+    try:
+        return datasets.load_from_disk(str(path))
+    except Exception as e:  # datasets raises FileNotFoundError, ValueError, pyarrow errors
+        raise DataError(f"task {task.name!r}: cannot read {path}: {_first_line(e)}") from e
+
+
+def locate_glue_split(task: Task, data_dir: Path, split: str) -> Path | None:
+    """Where `split` of a `glue:` task lies under `data_dir`, or None.
+
+    Looked for in `data_dir/<Folder>` (GLUE distribution name: `CoLA`, `SST-2`), then
+    `data_dir/<name>` (Hub config name: `cola`, `sst2`), or in `data_dir` itself when it is
+    named so: a save_to_disk split folder named as on the Hub (`validation`,
+    `validation_matched`), then the distribution's `<stem>.tsv` or `<stem>.jsonl` (`dev`,
+    `dev_matched`). Another task's folder is never read in place of a missing one.
+    """
+    glue = GLUE_TASKS[task.location]
+    stem = glue.tsv_files.get(split)
+    folders = [data_dir / glue.folder, data_dir / glue.subset]
+    if data_dir.name.lower() in (glue.folder.lower(), glue.subset):
+        folders.append(data_dir)
+    for folder in folders:
+        saved = _saved_split(folder, task.splits.get(split, split))
+        if saved is not None:
+            return saved
+        for suffix in (".tsv", ".jsonl"):
+            if stem and (folder / f"{stem}{suffix}").is_file():
+                return folder / f"{stem}{suffix}"
+    return None
+
+
 def _read_glue_folder(task: Task, data_dir: Path, split: str):
     glue = GLUE_TASKS[task.location]
-    folder = data_dir / glue.folder if (data_dir / glue.folder).is_dir() else data_dir
-    stem = glue.tsv_files[split]
-    for suffix in (".tsv", ".jsonl"):
-        path = folder / f"{stem}{suffix}"
-        if path.is_file() and suffix == ".tsv":
-            return _read_tsv(task, path, header=glue.tsv_header, columns=glue.tsv_columns)
-        if path.is_file():
-            return _read_files(task, {split: path}, split)
-    raise DataError(
-        f"task {task.name!r}: {data_dir / glue.folder / stem}.tsv not found; --data-dir "
-        f"must hold the GLUE distribution layout ({glue.folder}/{stem}.tsv, or .jsonl)"
-    )
+    path = locate_glue_split(task, data_dir, split)
+    if path is None:
+        stem = glue.tsv_files.get(split, split)
+        raise DataError(
+            f"task {task.name!r}: no {split!r} split under {data_dir}: --data-dir must hold "
+            f"{glue.subset}/{task.splits.get(split, split)}/ (datasets save_to_disk) or "
+            f"{glue.folder}/{stem}.tsv (GLUE distribution; {data_dir / glue.folder / stem}.tsv "
+            "not found)"
+        )
+    if path.suffix == ".tsv":
+        return _read_tsv(task, path, header=glue.tsv_header, columns=glue.tsv_columns)
+    return _read_files(task, {split: path}, split)
 
 
-def _read_hub(task: Task, dataset_id: str, subset: str | None, split: str):
+def _read_hub(task: Task, dataset_id: str, subset: str | None, split: str, hint=OFFLINE_HINT):
     import datasets
 
     hub_split = task.splits.get(split, split)
@@ -238,7 +332,7 @@ def _read_hub(task: Task, dataset_id: str, subset: str | None, split: str):
     except Exception as e:  # connection errors, missing datasets, offline mode
         raise DataError(
             f"task {task.name!r}: cannot load {dataset_id!r} from the Hub "
-            f"({_first_line(e)}); {OFFLINE_HINT}"
+            f"({_first_line(e)}); {hint}"
         ) from e
 
 
