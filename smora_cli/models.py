@@ -148,7 +148,9 @@ class MultiTaskClassifier(nn.Module):
     def example_losses(self, logits: Tensor, labels: Tensor, task_ids: Tensor) -> Tensor:
         """[B] cross-entropy for classification tasks, squared error for regression tasks."""
         regression = self.is_regression[task_ids]
-        ce = F.cross_entropy(logits, labels.nan_to_num(0).long().clamp_min(0), reduction="none")
+        # Regression rows get class 0 here (their scores, e.g. STS-B's 0-5, are no class ids).
+        classes = torch.where(regression, 0, labels.nan_to_num(0)).long().clamp_min(0)
+        ce = F.cross_entropy(logits, classes, reduction="none")
         se = (logits[:, 0] - labels.nan_to_num(0)) ** 2
         return torch.where(regression, se, ce)
 
