@@ -5,11 +5,12 @@ loaded with `evaluate.load(<absolute path>)`. An absolute path never reaches the
 hub (hub names such as "accuracy" fail offline) and cannot be shadowed by a folder of the same
 name in the working directory. Loaded modules are cached per process.
 
-    compute("f1", predictions=[0, 1, 1], references=[0, 1, 0])      # {"f1": 0.666...}
+    compute("f1", predictions=[0, 1, 1], references=[0, 1, 0])  # {"f1": 0.666, "f1_stderr": ...}
     primary_score("f1", {"f1": 0.666})                                # 0.666
     glue_average({"cola": {"matthews_correlation": 0.6}, "sst2": {"accuracy": 0.95}})
 
-All scores are fractions (accuracy 0.8, not 80); nothing is multiplied by 100.
+All scores are fractions (accuracy 0.8, not 80); nothing is multiplied by 100. Each score
+comes with its standard error under `<key>_stderr` (see `smora_cli.evaluation.stderr`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from statistics import fmean
 from typing import TYPE_CHECKING, Any
 
 from smora_cli.errors import UserInputError
+from smora_cli.evaluation.stderr import DEFAULT_BOOTSTRAP_ITERS
 
 if TYPE_CHECKING:
     import evaluate
@@ -45,11 +47,14 @@ class MetricSpec:
     Attributes:
         module: name of the module folder (and script) under `metric_modules/`.
         key: the key of the module's result that is this metric's score.
+        bootstrap: its standard error is bootstrapped (the module takes `bootstrap_iters`
+            and `seed`); otherwise it is the analytic standard error of a mean.
         greater_is_better: direction a sweep ranks by (True for every metric here).
     """
 
     module: str
     key: str
+    bootstrap: bool = False
     greater_is_better: bool = True
 
     @property
@@ -60,11 +65,11 @@ class MetricSpec:
 
 METRICS: dict[str, MetricSpec] = {
     "accuracy": MetricSpec("smora_accuracy", "accuracy"),
-    "f1": MetricSpec("smora_f1", "f1"),
-    "matthews": MetricSpec("smora_matthews", "matthews_correlation"),
+    "f1": MetricSpec("smora_f1", "f1", bootstrap=True),
+    "matthews": MetricSpec("smora_matthews", "matthews_correlation", bootstrap=True),
     # Both correlations come from one module, which returns both keys.
-    "pearson": MetricSpec("smora_correlation", "pearson"),
-    "spearman": MetricSpec("smora_correlation", "spearmanr"),
+    "pearson": MetricSpec("smora_correlation", "pearson", bootstrap=True),
+    "spearman": MetricSpec("smora_correlation", "spearmanr", bootstrap=True),
     "exact_match": MetricSpec("smora_exact_match", "exact_match"),
     "rouge_l": MetricSpec("smora_rouge", "rougeL"),
 }
@@ -91,19 +96,29 @@ _LOCK = threading.RLock()
 _LOADED: dict[str, evaluate.EvaluationModule] = {}
 
 
-def compute(metric: str, predictions: Any, references: Any, **kwargs: Any) -> dict[str, float]:
-    """Compute a recipe metric.
+def compute(
+    metric: str,
+    predictions: Any,
+    references: Any,
+    *,
+    bootstrap_iters: int = DEFAULT_BOOTSTRAP_ITERS,
+    seed: int = 0,
+    **kwargs: Any,
+) -> dict[str, float | None]:
+    """Compute a recipe metric and its standard error.
 
     Args:
         metric: a recipe metric name, one of `METRICS`.
         predictions: predicted labels, scores or strings (a list, NumPy array or tensor).
         references: the references, same length.
+        bootstrap_iters: resamples of a bootstrapped standard error (0: none); `seed` seeds them.
         **kwargs: options of the metric module, e.g. `average="macro"` for "f1" or
             `ignore_case=True` for "exact_match".
 
     Returns:
-        The module's results as plain floats, e.g. {"accuracy": 0.8}. "pearson" and "spearman"
-        both return {"pearson": ..., "spearmanr": ...}.
+        The module's results as plain floats, e.g. {"accuracy": 0.8, "accuracy_stderr": 0.02};
+        a standard error that is undefined is None. "pearson" and "spearman" both return
+        {"pearson": ..., "pearson_stderr": ..., "spearmanr": ..., "spearmanr_stderr": ...}.
 
     Raises:
         UserInputError: unknown metric, or no examples to score.
@@ -119,10 +134,17 @@ def compute(metric: str, predictions: Any, references: Any, **kwargs: Any) -> di
         raise UserInputError(
             f"metric {metric!r}: no examples to score (the evaluation set is empty)"
         )
+    if spec.bootstrap:
+        kwargs.update(bootstrap_iters=bootstrap_iters, seed=seed)
     module = load_module(spec.module)
     with _LOCK:
         raw = module.compute(predictions=predictions, references=references, **kwargs)
-    return {key: float(value) for key, value in raw.items()}
+    return {key: None if value is None else float(value) for key, value in raw.items()}
+
+
+def higher_is_better(key: str) -> bool:
+    """Direction of a result key such as "matthews_correlation" (as the harness records it)."""
+    return next(spec.greater_is_better for spec in METRICS.values() if spec.key == key)
 
 
 def primary_score(metric: str, results: Mapping[str, float]) -> float:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
-from functools import cache
 
 import numpy as np
 import pytest
+from rouge_score import rouge_scorer
 from scipy import stats
 from sklearn import metrics as skm
 
 from smora_cli.errors import UserInputError
-from smora_cli.evaluation import metrics
+from smora_cli.evaluation import metrics, stderr
 from smora_cli.evaluation.metrics import (
     GLUE_TASK_METRICS,
     METRICS,
@@ -47,7 +47,7 @@ def test_f1_binary_and_macro_match_sklearn(seed):
     pred, ref = _labels(seed)
     assert compute("f1", pred, ref)["f1"] == pytest.approx(skm.f1_score(ref, pred), abs=TOL)
     pred, ref = _labels(seed, classes=4)
-    got = compute("f1", pred.tolist(), ref.tolist(), average="macro")["f1"]
+    got = compute("f1", pred.tolist(), ref.tolist(), average="macro", bootstrap_iters=0)["f1"]
     assert got == pytest.approx(skm.f1_score(ref, pred, average="macro"), abs=TOL)
 
 
@@ -73,13 +73,97 @@ def test_pearson_spearman_match_scipy(seed, ties):
         assert got["spearmanr"] == pytest.approx(stats.spearmanr(pred, ref).statistic, abs=TOL)
 
 
-def test_results_are_plain_floats():
+def test_results_are_plain_floats_with_standard_errors():
     for metric, (pred, ref) in {
-        "accuracy": ([1, 0], [1, 1]),
-        "pearson": ([0.1, 0.5, 0.2], [0.0, 1.0, 0.5]),
-        "rouge_l": (["a b"], ["a c"]),
+        "accuracy": ([1, 0, 1], [1, 1, 1]),
+        "pearson": ([0.1, 0.5, 0.2, 0.9], [0.0, 1.0, 0.5, 0.7]),
+        "rouge_l": (["a b", "c"], ["a c", "c"]),
     }.items():
-        assert all(type(v) is float for v in compute(metric, pred, ref).values())
+        result = compute(metric, pred, ref, bootstrap_iters=50)
+        assert all(type(v) is float for v in result.values())
+        assert {key + "_stderr" for key in result if not key.endswith("_stderr")} == {
+            key for key in result if key.endswith("_stderr")
+        }
+
+
+# --- standard errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "exact_match", "rouge_l"])
+def test_means_get_the_analytic_standard_error(metric):
+    rng = np.random.default_rng(3)
+    if metric == "accuracy":
+        pred, ref = _labels(3, n=300)
+        per_example = (pred == ref).astype(float)
+    else:
+        words = ["cat", "cats", "sat", "the", "mat"]
+        pred = [" ".join(rng.choice(words, 3)) for _ in range(300)]
+        ref = [" ".join(rng.choice(words, 3)) for _ in range(300)]
+        if metric == "exact_match":
+            per_example = np.array([p == r for p, r in zip(pred, ref, strict=True)], float)
+        else:
+            scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+            per_example = np.array(
+                [scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(pred, ref, strict=True)]
+            )
+    result = compute(metric, pred, ref)
+    key = METRICS[metric].key
+    # The harness's mean_stderr: sample standard deviation (n - 1) over sqrt(n).
+    expected = np.std(per_example, ddof=1) / np.sqrt(len(per_example))
+    assert result[key] == pytest.approx(per_example.mean(), abs=TOL)
+    assert result[key + "_stderr"] == pytest.approx(expected, abs=TOL)
+
+
+@pytest.mark.filterwarnings("ignore:A single label")
+@pytest.mark.parametrize("seed", SEEDS[:3])
+@pytest.mark.parametrize("classes", [2, 3])
+def test_vectorised_bootstrap_statistics_match_sklearn_and_scipy(seed, classes):
+    """On each of a batch of resamples, the statistics the bootstrap uses equal the libraries'."""
+    rng = np.random.default_rng(seed)
+    pred, ref = _labels(seed, n=60, classes=classes)
+    x = rng.normal(size=60)
+    y = np.round(x + rng.normal(size=60))  # ties on one side
+    rows = rng.integers(0, 60, (8, 60))
+    np.testing.assert_allclose(
+        stderr.matthews(pred[rows], ref[rows]),
+        [skm.matthews_corrcoef(ref[r], pred[r]) for r in rows],
+        atol=TOL,
+    )
+    np.testing.assert_allclose(
+        stderr.binary_f1(1)(pred[rows] == 1, ref[rows] == 1),
+        [skm.f1_score(ref[r] == 1, pred[r] == 1, zero_division=0.0) for r in rows],
+        atol=TOL,
+    )
+    np.testing.assert_allclose(
+        stderr.pearson(x[rows], y[rows]), [stats.pearsonr(x[r], y[r])[0] for r in rows], atol=TOL
+    )
+    np.testing.assert_allclose(
+        stderr.spearman(x[rows], y[rows]),
+        [stats.spearmanr(x[r], y[r])[0] for r in rows],
+        atol=TOL,
+    )
+    # Degenerate resamples: one class only gives MCC 0 and F1 0, as scikit-learn does.
+    constant = np.zeros((1, 10), dtype=int)
+    assert stderr.matthews(constant, constant)[0] == skm.matthews_corrcoef([0] * 10, [0] * 10)
+    assert stderr.binary_f1(1)(constant, constant)[0] == 0.0
+
+
+def test_bootstrap_standard_error_is_the_spread_over_resamples():
+    """Against an independent paired bootstrap (numpy indices, scikit-learn per resample): the
+    two estimates of the same quantity agree to the Monte-Carlo error of 1,000 resamples."""
+    pred, ref = _labels(11, n=400)
+    pred[:250] = ref[:250]  # a model better than chance
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, 400, (1000, 400))
+    independent = np.std([skm.matthews_corrcoef(ref[r], pred[r]) for r in rows], ddof=1)
+    got = compute("matthews", pred, ref, bootstrap_iters=1000, seed=1)
+    assert got["matthews_correlation_stderr"] == pytest.approx(independent, rel=0.1)
+    # Seeded: the same seed gives the same value, another seed a slightly different one.
+    again = compute("matthews", pred, ref, bootstrap_iters=1000, seed=1)
+    assert again == got
+    other = compute("matthews", pred, ref, bootstrap_iters=1000, seed=2)
+    assert other["matthews_correlation_stderr"] != got["matthews_correlation_stderr"]
+    assert compute("f1", pred, ref, bootstrap_iters=0)["f1_stderr"] is None
 
 
 # --- text metrics ------------------------------------------------------------------------------
@@ -89,70 +173,33 @@ def test_exact_match_strips_and_optionally_ignores_case():
     pred = ["Paris", " Paris\n", "paris", "New  York", "Rome."]
     ref = ["Paris", "Paris", "Paris", "New York", "Rome"]
     # Case-sensitive: "Paris" and " Paris\n" (stripped) match; lowercase, inner spaces and "." don't.
-    assert compute("exact_match", pred, ref) == {"exact_match": 2 / 5}
+    assert compute("exact_match", pred, ref)["exact_match"] == 2 / 5
     # Ignoring case "paris" matches too.
-    assert compute("exact_match", pred, ref, ignore_case=True) == {"exact_match": 3 / 5}
+    assert compute("exact_match", pred, ref, ignore_case=True)["exact_match"] == 3 / 5
 
 
-def test_rouge_l_hand_computed():
-    # 1. pred = the cat sat on the mat (6 tokens), ref = the cat is on the mat (6 tokens).
-    #    LCS = "the cat on the mat" = 5; P = R = 5/6; F = 5/6.
-    # 2. pred = "A B C D" -> a b c d (4 tokens, lowercased), ref = b d a (3 tokens).
-    #    LCS = "b d" = 2 ("a" comes first in pred but last in ref); P = 2/4, R = 2/3;
-    #    F = 2 * (1/2) * (2/3) / (1/2 + 2/3) = (2/3) / (7/6) = 4/7.
-    # 3. pred = "Hello, world" -> hello, | world; ref = hello world. Punctuation stays attached,
-    #    so LCS = "world" = 1; P = R = 1/2; F = 1/2.
-    # 4. Empty prediction: 0.   5. No common token: 0.
-    cases = [
-        ("the cat sat on the mat", "the cat is on the mat", 5 / 6),
-        ("A B C D", "b d a", 4 / 7),
-        ("Hello, world", "hello world", 1 / 2),
-        ("", "anything", 0.0),
-        ("x y", "z", 0.0),
-    ]
-    for pred, ref, expected in cases:
-        assert compute("rouge_l", [pred], [ref])["rougeL"] == pytest.approx(expected, abs=TOL), (
-            pred,
-            ref,
-        )
-    mean = compute("rouge_l", [p for p, _, _ in cases], [r for _, r, _ in cases])["rougeL"]
-    assert mean == pytest.approx((5 / 6 + 4 / 7 + 1 / 2) / 5, abs=TOL)
-
-
-def _reference_rouge_l(pred: str, ref: str) -> float:
-    """Independent ROUGE-L: top-down memoised LCS recursion (not the module's row DP)."""
-    a, b = pred.lower().split(), ref.lower().split()
-
-    @cache
-    def lcs(i: int, j: int) -> int:
-        if i == len(a) or j == len(b):
-            return 0
-        if a[i] == b[j]:
-            return 1 + lcs(i + 1, j + 1)
-        return max(lcs(i + 1, j), lcs(i, j + 1))
-
-    common = lcs(0, 0)
-    if common == 0:
-        return 0.0
-    p, r = common / len(a), common / len(b)
-    return 2 * p * r / (p + r)
+def test_rouge_l_follows_rouge_score_tokenisation_and_stemming():
+    # rouge_score lowercases and drops punctuation: these are the same token sequences.
+    assert compute("rouge_l", ["Yes."], ["yes"])["rougeL"] == 1.0
+    assert compute("rouge_l", ["the cat, sat"], ["the cat sat"])["rougeL"] == 1.0
+    # Porter stemming (tokens longer than 3 characters): "jumping" ~ "jumps".
+    assert compute("rouge_l", ["dogs jumping"], ["dog jumps"])["rougeL"] == 1.0
+    assert compute("rouge_l", ["dogs jumping"], ["dog jumps"], use_stemmer=False)["rougeL"] == 0.0
+    # pred = the cat sat on the mat, ref = the cat is on the mat: LCS 5 of 6 and 6, F = 5/6.
+    assert compute("rouge_l", ["the cat sat on the mat"], ["the cat is on the mat"])[
+        "rougeL"
+    ] == pytest.approx(5 / 6, abs=TOL)
+    assert compute("rouge_l", [""], ["anything"])["rougeL"] == 0.0
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_rouge_l_matches_independent_dp(seed):
+def test_rouge_l_equals_rouge_score(seed):
     rng = np.random.default_rng(seed)
-    vocab = [
-        "a",
-        "b",
-        "c",
-        "D",
-        "e",
-    ]  # tiny vocabulary: many repeats, long LCS chains; "D" tests lowercasing
+    vocab = ["a", "B", "cats", "Running", "ran,", "the.", "Über", "x-y", "42", "runs"]
     sentence = lambda: " ".join(rng.choice(vocab, rng.integers(0, 15)))  # noqa: E731
-    preds, refs = [sentence() for _ in range(30)], [sentence() for _ in range(30)]
-    expected = [_reference_rouge_l(p, r) for p, r in zip(preds, refs, strict=False)]
-    for p, r, e in zip(preds, refs, expected, strict=False):
-        assert compute("rouge_l", [p], [r])["rougeL"] == pytest.approx(e, abs=TOL)
+    preds, refs = [sentence() for _ in range(40)], [sentence() for _ in range(40)]
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    expected = [scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(preds, refs, strict=True)]
     assert compute("rouge_l", preds, refs)["rougeL"] == pytest.approx(np.mean(expected), abs=TOL)
 
 
@@ -288,7 +335,7 @@ def test_same_named_folder_in_cwd_does_not_shadow(tmp_path, monkeypatch):
     (fake / "smora_accuracy.py").write_text("raise RuntimeError('shadowed')\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(metrics, "_LOADED", {})
-    assert compute("accuracy", [1, 0], [1, 1]) == {"accuracy": 0.5}
+    assert compute("accuracy", [1, 0], [1, 1]) == {"accuracy": 0.5, "accuracy_stderr": 0.5}
 
 
 def test_unwritable_hf_cache_falls_back_to_direct_import(tmp_path, monkeypatch):
@@ -301,7 +348,7 @@ def test_unwritable_hf_cache_falls_back_to_direct_import(tmp_path, monkeypatch):
     monkeypatch.setattr(evaluate.config, "HF_METRICS_CACHE", blocker / "metrics")
     monkeypatch.setattr(sys, "path", list(sys.path))  # evaluate appends the cache dir to sys.path
     monkeypatch.setattr(metrics, "_LOADED", {})
-    assert compute("rouge_l", ["the cat sat"], ["the cat was sat"]) == {
-        "rougeL": pytest.approx(6 / 7)
-    }
+    assert compute("rouge_l", ["the cat sat"], ["the cat was sat"])["rougeL"] == pytest.approx(
+        6 / 7
+    )
     assert type(metrics.load_module("smora_rouge")).__module__ == "_smora_metric_smora_rouge"

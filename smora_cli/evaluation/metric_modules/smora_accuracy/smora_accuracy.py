@@ -10,10 +10,14 @@ import datasets
 import evaluate
 import numpy as np
 
+from smora_cli.evaluation.stderr import mean_stderr
+
 _DESCRIPTION = """
 Accuracy is the proportion of correct predictions among all examples:
 accuracy = (number of predictions equal to the reference) / (number of examples).
-Labels are integer class ids.
+Labels are integer class ids. `accuracy_stderr` is the standard error of that mean,
+s / sqrt(n) with the n - 1 sample deviation of the per-example 0/1 matches (None below two
+examples), as lm-evaluation-harness reports it.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -23,10 +27,11 @@ Args:
 
 Returns:
     accuracy (`float`): in [0, 1].
+    accuracy_stderr (`float` or None): its standard error.
 
 Example:
     >>> metric.compute(predictions=[0, 1, 1, 0], references=[0, 1, 0, 0])
-    {'accuracy': 0.75}
+    {'accuracy': 0.75, 'accuracy_stderr': 0.25}
 """
 
 _CITATION = """
@@ -59,6 +64,6 @@ class SmoraAccuracy(evaluate.Metric):
             reference_urls=["https://en.wikipedia.org/wiki/Accuracy_and_precision"],
         )
 
-    def _compute(self, predictions, references) -> dict[str, float]:
+    def _compute(self, predictions, references) -> dict[str, float | None]:
         matches = np.asarray(predictions) == np.asarray(references)
-        return {"accuracy": float(matches.mean())}
+        return {"accuracy": float(matches.mean()), "accuracy_stderr": mean_stderr(matches)}

@@ -9,11 +9,14 @@ import datasets
 import evaluate
 import numpy as np
 
+from smora_cli.evaluation.stderr import mean_stderr
+
 _DESCRIPTION = """
 Exact match is the proportion of predictions that equal their reference string after
 normalisation. Normalisation always strips leading and trailing whitespace (generated text
 often ends in a newline or a space); with `ignore_case=True` both strings are also lowercased
 with `str.lower()`. Nothing else is changed: inner whitespace, punctuation and articles count.
+`exact_match_stderr` is the standard error of the mean of the per-example 0/1 matches.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -24,10 +27,11 @@ Args:
 
 Returns:
     exact_match (`float`): in [0, 1].
+    exact_match_stderr (`float` or None): its standard error.
 
 Example:
     >>> metric.compute(predictions=[" Paris\\n", "paris"], references=["Paris", "Paris"])
-    {'exact_match': 0.5}
+    {'exact_match': 0.5, 'exact_match_stderr': 0.5}
 """
 
 _CITATION = """
@@ -62,9 +66,11 @@ class SmoraExactMatch(evaluate.Metric):
             reference_urls=["https://rajpurkar.github.io/SQuAD-explorer/"],
         )
 
-    def _compute(self, predictions, references, ignore_case: bool = False) -> dict[str, float]:
+    def _compute(
+        self, predictions, references, ignore_case: bool = False
+    ) -> dict[str, float | None]:
         matches = [
             normalize(p, ignore_case) == normalize(r, ignore_case)
             for p, r in zip(predictions, references, strict=False)
         ]
-        return {"exact_match": float(np.mean(matches))}
+        return {"exact_match": float(np.mean(matches)), "exact_match_stderr": mean_stderr(matches)}
