@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from smora_cli import __version__
-from smora_cli.errors import SmoraError
+from smora_cli.errors import SmoraError, UserInputError
 
 app = typer.Typer(
     name="smora",
@@ -188,6 +188,8 @@ def merge(
             raise typer.BadParameter("a merge config replaces --adapter/--task/--per-task")
         run_merge(load_merge_config(paths[0]), out_dir, overwrite=overwrite, echo=typer.echo)
         return
+    if adapter is None and out_dir.is_file():
+        raise UserInputError(f"OUT_DIR is missing: smora merge {out_dir} OUT_DIR")
     if adapter is None:
         raise typer.BadParameter("give a merge CONFIG.yaml, or --adapter DIR to fold one adapter")
     if per_task:
@@ -220,7 +222,8 @@ Examples:
   smora sweep-granularity --list-cells                       # the plan on the quickstart
   smora sweep-granularity --expert-ranks 1,8 --methods smora --seeds 1 train.max_steps=100
   smora sweep-granularity configs/sweep.yaml                 # the full grid, resumable
-  sbatch --array=0-29 scripts/slurm_sweep_array.sh configs/sweep.yaml   # one cell per task
+  sbatch --array=0-32 scripts/slurm_sweep_array.sh configs/sweep.yaml   # its 33 cells, one per task
+  (--list-cells ends with the --array range of any grid)
 """
 
 
@@ -252,6 +255,9 @@ def sweep_granularity(
     out: Path | None = typer.Option(None, "--out", help="Sweep directory (runs/sweep)."),
     cell: int | None = typer.Option(None, "--cell", help="Run only cell I (SLURM arrays)."),
     list_cells: bool = typer.Option(False, "--list-cells", help="Print the plan and exit."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Rerun cells whose earlier run used another recipe."
+    ),
 ) -> None:
     """SMoRA's granularity study: fixed total and active rank, vary the rank per expert."""
     from smora_cli.recipe import load_recipe
@@ -273,20 +279,32 @@ def sweep_granularity(
         if value is not None:
             setattr(sweep, key, value)
     if list_cells:
-        for planned in plan_cells(sweep, echo=typer.echo):
+        cells = plan_cells(sweep, echo=typer.echo)
+        for planned in cells:
             typer.echo(
                 f"{planned.index:3d}  {planned.name:24s} method={planned.method} "
                 f"r={planned.r} k={planned.k} p={planned.expert_rank} "
                 f"E={planned.experts} active={planned.active_experts}"
             )
+        typer.echo(f"{len(cells)} cells; as a SLURM array: sbatch --array=0-{len(cells) - 1} ...")
         return
-    run_sweep(base, sweep, cell_index=cell, echo=typer.echo)
+    run_sweep(base, sweep, cell_index=cell, overwrite=overwrite, echo=typer.echo)
 
 
 def main() -> None:
     """Console entry point: map smora's errors to one line and an exit code."""
+    from smora_cli.utils.signals import Interrupted, interrupting_signals
+
     try:
-        app()
+        with interrupting_signals():
+            app()
+    except Interrupted as e:
+        _fail(
+            f"interrupted by {e}; nothing is left half-written (smora writes through "
+            "temporary files); run the same command again (smora train: with --resume "
+            "once the run has a checkpoint)",
+            e.exit_code,
+        )
     except SmoraError as e:
         _fail(str(e), e.exit_code)
     except OSError as e:  # disk full, permissions, a file where a folder should be

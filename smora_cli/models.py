@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from smora_cli.data.collate import IGNORE
 from smora_cli.errors import AdapterError, UserInputError
 from smora_cli.model_sources import packaged_install_hint, resolve_model_path
+from smora_cli.preflight import ensure_pad_token
 
 HEADS_WEIGHTS = "task_heads.safetensors"
 HEADS_CONFIG = "task_heads.json"
@@ -46,8 +47,7 @@ def load_tokenizer(name_or_path: str, *, kind: str, trust_remote_code: bool = Fa
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise _load_error("tokenizer", name_or_path, e) from e
-    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-        tokenizer.pad_token = tokenizer.eos_token  # decoder-only models ship without padding
+    ensure_pad_token(tokenizer, name_or_path)
     if kind == "causal-lm":
         tokenizer.padding_side = "right"
     return tokenizer

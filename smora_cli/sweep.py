@@ -19,9 +19,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from smora_cli.checkpoint import recipe_changes
 from smora_cli.errors import JobError, UserInputError
 from smora_cli.recipe import Recipe, SweepSection, recipe_from_dict
 from smora_cli.utils.fs import atomic_write_bytes, atomic_write_text
+from smora_cli.utils.lock import DirectoryLock, DirectoryLocked
 
 CELL_FILE = "cell.json"
 
@@ -73,6 +75,10 @@ class Cell:
 def plan_cells(sweep: SweepSection, echo=print) -> list[Cell]:
     """The grid in a fixed order; impossible combinations are skipped with a message."""
     r, k = sweep.total_rank, sweep.active_rank
+    if not sweep.seeds:
+        raise UserInputError("--seeds: no seed given; e.g. --seeds 1,2,3")
+    if sweep.methods and not sweep.expert_ranks:
+        raise UserInputError("--expert-ranks: no expert rank given; e.g. --expert-ranks 1,2,4,8")
     if not 1 <= k <= r:
         raise UserInputError(f"--active-rank ({k}) must be between 1 and --total-rank ({r})")
     configs = []
@@ -122,6 +128,7 @@ def cell_recipe(base: Recipe, cell: Cell, out: Path) -> Recipe:
     data["adapter"].update(cell.overrides())
     data["adapter"].pop("task_names")  # the recipe fills it for task-routed methods
     data["train"].update(seed=cell.seed, output_dir=str(cell_dir(out, cell)))
+    data["eval"]["at_end"] = True  # a cell's result is its final evaluation
     return recipe_from_dict(data, source=base.source)
 
 
@@ -130,22 +137,44 @@ def _finished(cell_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def run_cell(base: Recipe, cell: Cell, out: Path, echo=print) -> dict:
-    """Train and evaluate one cell (or read its finished result)."""
+def run_cell(base: Recipe, cell: Cell, out: Path, echo=print, *, overwrite: bool = False) -> dict:
+    """Train and evaluate one cell, holding its directory, or reuse its finished result.
+
+    A cell's earlier run (finished or interrupted) is reused only if it ran the same
+    resolved recipe; `overwrite` replaces one that did not.
+
+    Raises:
+        UserInputError: the cell's directory holds a run of another recipe (without
+            `overwrite`), or another process holds it (`DirectoryLocked`).
+    """
+    recipe = cell_recipe(base, cell, out)
+    with DirectoryLock(recipe.output_dir, f"sweep-granularity (cell {cell.index})"):
+        changes = recipe_changes(recipe.output_dir, recipe, ignore=("sweep",))
+        if changes and not overwrite:
+            shown = "; ".join(changes[:3]) + (
+                f"; and {len(changes) - 3} more" if changes[3:] else ""
+            )
+            raise UserInputError(
+                f"cell {cell.index} ({cell.name}) in {recipe.output_dir} ran another recipe "
+                f"({shown}); pass --overwrite to rerun the changed cells, or use another --out"
+            )
+        done = None if changes else _finished(recipe.output_dir)
+        if done is not None:
+            echo(f"cell {cell.index} ({cell.name}) already finished with this recipe")
+            return done
+        return _train_cell(recipe, cell, echo, replace=bool(changes))
+
+
+def _train_cell(recipe: Recipe, cell: Cell, echo, *, replace: bool) -> dict:
     from smora_cli.train import run
 
-    recipe = cell_recipe(base, cell, out)
-    done = _finished(recipe.output_dir)
-    if done is not None:
-        echo(f"cell {cell.index} ({cell.name}) already finished")
-        return done
     echo(
         f"cell {cell.index} ({cell.name}): {cell.method} r={cell.r} k={cell.k} "
         f"p={cell.expert_rank} E={cell.experts}"
     )
-    resume = recipe.output_dir.is_dir() and any(recipe.output_dir.iterdir())
+    resume = not replace and recipe.output_dir.is_dir() and any(recipe.output_dir.iterdir())
     started = time.perf_counter()
-    result = run(recipe, resume=resume, show_progress=False, echo=echo)
+    result = run(recipe, resume=resume, overwrite=replace, show_progress=False, echo=echo)
     if result.status != "completed":
         raise Interrupted(
             f"cell {cell.index} ({cell.name}) stopped at step {result.step} with a "
@@ -331,9 +360,18 @@ def plot(records: list[dict], path: Path) -> None:
 
 
 def run_sweep(
-    base: Recipe, sweep: SweepSection, *, cell_index: int | None = None, echo=print
+    base: Recipe,
+    sweep: SweepSection,
+    *,
+    cell_index: int | None = None,
+    overwrite: bool = False,
+    echo=print,
 ) -> tuple[list[dict], dict[str, Path] | None]:
-    """Run every cell (or one), then write the results of all finished cells."""
+    """Run every cell (or one), then write the results of all finished cells.
+
+    A whole sweep leaves a cell that another process is training to that process (several
+    workers may share one sweep); `--cell I` on a busy cell is refused.
+    """
     out = Path(sweep.output_dir)
     cells = plan_cells(sweep, echo)
     if cell_index is not None and not 0 <= cell_index < len(cells):
@@ -342,7 +380,12 @@ def run_sweep(
             f"cells (0..{len(cells) - 1}; see --list-cells)"
         )
     for cell in cells if cell_index is None else [cells[cell_index]]:
-        run_cell(base, cell, out, echo)
+        try:
+            run_cell(base, cell, out, echo, overwrite=overwrite)
+        except DirectoryLocked as e:
+            if cell_index is not None:
+                raise
+            echo(f"skipping cell {cell.index} ({cell.name}): {e}")
     records = collect(cells, out)
     echo(f"{len(records)} of {len(cells)} cells finished")
     if not records:

@@ -44,9 +44,10 @@ from smora_cli.models import (
     use_chat_template,
 )
 from smora_cli.optim import adamw, lr_factor, set_lr
+from smora_cli.preflight import check_lengths
 from smora_cli.recipe import Recipe, save_resolved
 from smora_cli.utils.accel import make_accelerator
-from smora_cli.utils.fs import atomic_directory, fsync_tree
+from smora_cli.utils.fs import WRITE_ERRORS, atomic_directory, fsync_tree, write_failure
 from smora_cli.utils.log import MetricsLog, collapse_warnings, quiet_libraries
 from smora_cli.utils.signals import GracefulStop
 
@@ -163,6 +164,7 @@ class Trainer:
             chat=recipe.model.chat_template,
         )
         model = self._build_model()
+        check_lengths(model, recipe.model, recipe.model.name_or_path)
         train = recipe.train
         self.optimizer = adamw(
             model, lr=train.lr, router_lr=train.router_lr, weight_decay=train.weight_decay
@@ -248,7 +250,7 @@ class Trainer:
             self.echo(f"no checkpoint in {self.run_dir}; starting from step 0")
             return 0
         step, path = latest
-        self.accelerator.load_state(str(path))
+        ckpt.load_state(self.accelerator, path)
         self.echo(f"resumed from {path} (step {step})")
         return step
 
@@ -362,11 +364,10 @@ class Trainer:
             ):
                 culprit = name
                 break
-        kept = self._last_good()
         return (
             f"non-finite training at step {step} (loss {loss}, grad norm {norm}); first "
-            f"non-finite parameter or gradient: {culprit}; {kept}. Lower train.lr or set "
-            "train.max_grad_norm"
+            f"non-finite parameter or gradient: {culprit}; "
+            + ckpt.after_divergence(self.run_dir, step, self.recipe.train)
         )
 
     # ---------------------------------------------------------------- logging
@@ -423,12 +424,10 @@ class Trainer:
                 fsync_tree(tmp)
                 ckpt.publish(tmp, final)
                 ckpt.rotate(self.run_dir, self.recipe.train.save_total_limit)
-        except OSError as e:
+        except WRITE_ERRORS as e:
+            failure = write_failure(e, f"the checkpoint of step {step}", final.parent)
             shutil.rmtree(tmp, ignore_errors=True)
-            raise JobError(
-                f"cannot write the checkpoint of step {step} in {final.parent}: "
-                f"{e.strerror or e}; {self._last_good()}"
-            ) from e
+            raise JobError(f"{failure}; {self._last_good()}") from e
         accelerator.wait_for_everyone()
 
     def _last_good(self) -> str:
@@ -441,11 +440,9 @@ class Trainer:
             try:
                 with atomic_directory(target) as tmp:
                     self._write_adapter(tmp)
-            except OSError as e:
-                raise JobError(
-                    f"cannot write the final adapter to {target}: {e.strerror or e}; "
-                    f"{self._last_good()}"
-                ) from e
+            except WRITE_ERRORS as e:
+                failure = write_failure(e, "the final adapter", self.run_dir)
+                raise JobError(f"{failure}; {self._last_good()}") from e
             self.echo(f"adapter written to {target}")
         self.accelerator.wait_for_everyone()
         return target
@@ -530,7 +527,8 @@ def run(
     show_progress: bool = True,
     echo=print,
 ) -> RunResult:
-    """Train `recipe` end to end; see `Trainer`."""
-    return Trainer(
-        recipe, overwrite=overwrite, resume=resume, show_progress=show_progress, echo=echo
-    ).run()
+    """Train `recipe` end to end, holding its run directory; see `Trainer`."""
+    with ckpt.claimed_run_dir(recipe.output_dir):
+        return Trainer(
+            recipe, overwrite=overwrite, resume=resume, show_progress=show_progress, echo=echo
+        ).run()

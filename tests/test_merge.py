@@ -1,5 +1,7 @@
 """`smora merge`: exact folds and linear merges, TIES/DARE against hand computations, refusals."""
 
+import re
+
 import pytest
 import torch
 from peft import PeftModel
@@ -317,5 +319,92 @@ def test_merged_classifier_adapters_keep_every_task_head(tmp_path, encoder_dir):
         ),
         echo=lambda *_: None,
     )
-    assert set(report["tasks"]) == {"sim"} and report["adapter"] is None
-    assert "pearson" in report["tasks"]["sim"]["metrics"]
+    assert set(report["results"]) == {"sim"} and report["config"]["adapter"] is None
+    assert "pearson" in report["results"]["sim"]
+
+
+def tree(folder):
+    """{relative path: bytes} of every file under `folder`."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_overwrite_replaces_only_an_earlier_merge_output(tmp_path, monkeypatch, capsys):
+    """Trial: `smora merge CONFIG OUT --overwrite` deleted its own inputs and a user's file."""
+    import sys
+
+    import yaml
+
+    from smora_cli.cli import main
+
+    runs = tmp_path / "runs"
+    for name in ("a", "b"):
+        (runs / name).mkdir(parents=True)
+        saved(runs / name, "adapter", AdapterConfig(method="lora", r=4), seed=len(name))
+        (runs / name / "resolved_recipe.yaml").write_text("a: run\n")
+    config = tmp_path / "merge.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "base_model": str(base_dir(tmp_path)),
+                "merge_method": "linear",
+                "models": [{"adapter": str(runs / n / "adapter")} for n in ("a", "b")],
+            }
+        )
+    )
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "data.csv").write_text("x,y\n")
+    before = {name: tree(tmp_path / name) for name in ("runs", "mine")}
+
+    def smora(*args):
+        monkeypatch.setattr(sys, "argv", ["smora", "merge", *map(str, args)])
+        with pytest.raises(SystemExit) as done:
+            main()
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len([x for x in err.splitlines() if "error:" in x]) <= 1
+        return done.value.code or 0, err
+
+    for out, message in [
+        (runs, "OUT_DIR .*runs holds the merge's input models.0.adapter"),
+        (runs / "a", "holds the merge's input models.0.adapter"),
+        (tmp_path / "notes.txt", "is a file"),
+        (tmp_path / "mine", "is not the output of a smora merge .*merge_config.yaml"),
+    ]:
+        code, err = smora(config, out, "--overwrite")
+        assert code == 2 and re.search(message, err), err
+    assert {name: tree(tmp_path / name) for name in ("runs", "mine")} == before
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+    assert smora(config, tmp_path / "merged")[0] == 0
+    first = tree(tmp_path / "merged")
+    code, err = smora(config, tmp_path / "merged")
+    assert code == 2 and "pass --overwrite to replace an earlier merge output" in err
+    assert smora(config, tmp_path / "merged", "--overwrite")[0] == 0  # an earlier merge: replaced
+    assert tree(tmp_path / "merged") == first
+    assert not list(tmp_path.glob(".merged*")), "no lock or temporary left"
+
+
+def test_merge_config_problems_are_named_where_the_file_sets_them(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from smora_cli.cli import main
+
+    saved(tmp_path, "a", AdapterConfig(method="lora", r=4))
+    models = [{"adapter": str(tmp_path / "a")}, {"adapter": str(tmp_path / "a")}]
+    with pytest.raises(RecipeError) as info:
+        merge_config_from_dict(
+            {"merge_method": "ties", "models": models, "parameters": {"density": 1.5}}
+        )
+    assert info.value.problems == ["parameters.density: must be in (0, 1], got 1.5"]
+    models[1]["parameters"] = {"density": 0}
+    with pytest.raises(RecipeError) as info:
+        merge_config_from_dict({"merge_method": "ties", "models": models})
+    assert info.value.problems == ["models.1.parameters.density: must be in (0, 1], got 0.0"]
+
+    config = tmp_path / "merge.yaml"
+    config.write_text("merge_method: linear\n")
+    monkeypatch.setattr(sys, "argv", ["smora", "merge", str(config)])
+    with pytest.raises(SystemExit) as done:
+        main()
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and f"OUT_DIR is missing: smora merge {config} OUT_DIR" in err

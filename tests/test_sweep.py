@@ -136,7 +136,7 @@ def test_sweep_end_to_end_resumes_and_skips(tmp_path, encoder_dir, monkeypatch):
     assert info.value.exit_code == 128 + signal.SIGTERM
     messages = []
     records, paths = run_sweep(base, sweep, echo=messages.append)
-    assert "cell 0 (smora-p1-seed0) already finished" in messages
+    assert "cell 0 (smora-p1-seed0) already finished with this recipe" in messages
     assert any("resumed from" in m for m in messages)
     assert [r["name"] for r in records] == ["smora-p1-seed0", "smora-p2-seed0", "lora-r2-seed0"]
     out = tmp_path / "sweep"
@@ -158,7 +158,89 @@ def test_sweep_end_to_end_resumes_and_skips(tmp_path, encoder_dir, monkeypatch):
     mtime = (out / "cells" / "smora-p1-seed0" / "cell.json").stat().st_mtime
     one = []
     run_sweep(base, sweep, cell_index=2, echo=one.append)
-    assert "cell 2 (lora-r2-seed0) already finished" in one
+    assert "cell 2 (lora-r2-seed0) already finished with this recipe" in one
     assert (out / "cells" / "smora-p1-seed0" / "cell.json").stat().st_mtime == mtime
     with pytest.raises(UserInputError, match="--cell 7 is out of range"):
         run_sweep(base, sweep, cell_index=7, echo=lambda *_: None)
+
+
+def test_a_finished_cell_is_reused_only_for_the_same_recipe(
+    tmp_path, encoder_dir, monkeypatch, capsys
+):
+    """Trial: a rerun with train.max_steps=3 train.lr=1e-2 reported the max_steps=2 results."""
+    import sys
+
+    import yaml
+
+    from smora_cli.cli import main
+
+    data = classifier_recipe(encoder_dir, tmp_path / "data", tmp_path / "x", max_steps=2)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    out = tmp_path / "sweep"
+    grid = [
+        "--total-rank",
+        "4",
+        "--active-rank",
+        "2",
+        "--expert-ranks",
+        "2",
+        "--methods",
+        "smora",
+        "--baselines",
+        "",
+        "--seeds",
+        "0",
+        "--out",
+        str(out),
+    ]
+
+    def sweep(*args):
+        monkeypatch.setattr(sys, "argv", ["smora", "sweep-granularity", str(recipe), *grid, *args])
+        with pytest.raises(SystemExit) as done:
+            main()
+        return done.value.code or 0, *capsys.readouterr()
+
+    assert sweep()[0] == 0
+    cell = out / "cells" / "smora-p2-seed0"
+    finished = {p: p.read_bytes() for p in [cell / "cell.json", out / "results.json"]}
+    code, stdout, err = sweep("train.max_steps=3", "train.lr=1e-2")
+    assert code == 2 and "Traceback" not in err
+    assert (
+        "error: cell 0 (smora-p2-seed0) in " in err
+        and "ran another recipe (train.lr: 0.005 -> 0.01; train.max_steps: 2 -> 3)" in err
+        and "pass --overwrite to rerun the changed cells" in err
+    )
+    assert {p: p.read_bytes() for p in finished} == finished  # old results untouched
+    code, stdout, _ = sweep("train.max_steps=3", "train.lr=1e-2", "--overwrite")
+    assert code == 0 and "already finished" not in stdout
+    resolved = yaml.safe_load((cell / "resolved_recipe.yaml").read_text())
+    assert (resolved["train"]["max_steps"], resolved["train"]["lr"]) == (3, 0.01)
+    assert json.loads((cell / "cell.json").read_text()) != json.loads(finished[cell / "cell.json"])
+    code, stdout, _ = sweep("train.max_steps=3", "train.lr=1e-2", "--seeds", "0")
+    assert code == 0 and "cell 0 (smora-p2-seed0) already finished with this recipe" in stdout
+
+
+def test_empty_seed_list_and_the_slurm_example(monkeypatch, capsys):
+    import re
+    import sys
+
+    from smora_cli.cli import SWEEP_EXAMPLES, main
+    from smora_cli.recipe import load_recipe
+
+    monkeypatch.setattr(sys, "argv", ["smora", "sweep-granularity", "--seeds", "", "--list-cells"])
+    with pytest.raises(SystemExit) as done:
+        main()
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "error: --seeds: no seed given; e.g. --seeds 1,2,3" in err
+    configs = os.path.join(os.path.dirname(__file__), "..", "configs", "sweep.yaml")
+    cells = plan_cells(load_recipe(configs).sweep, echo=lambda *_: None)
+    assert re.search(
+        r"--array=0-(\d+) scripts/slurm_sweep_array.sh configs/sweep.yaml", SWEEP_EXAMPLES
+    ).group(1) == str(len(cells) - 1)
+    monkeypatch.setattr(sys, "argv", ["smora", "sweep-granularity", configs, "--list-cells"])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"{len(cells)} cells; as a SLURM array: sbatch --array=0-{len(cells) - 1} ..."
+    )

@@ -157,9 +157,14 @@ def _rules(config: MergeConfig, check_paths: bool) -> list[str]:
         problems.append(f"merge_method: fold takes exactly one adapter, got {count}")
     if method != "fold" and count < 2:
         problems.append(f"merge_method: {method} combines several adapters; use fold for one")
-    for i, density in enumerate(config.densities()):
+    given = [("parameters.density", config.parameters.density)] + [
+        (f"models.{i}.parameters.density", m.parameters.density)
+        for i, m in enumerate(config.models)
+        if m.parameters.density is not None
+    ]
+    for key, density in given:  # each named where the file sets it
         if not 0 < density <= 1:
-            problems.append(f"models.{i}.parameters.density: must be in (0, 1], got {density}")
+            problems.append(f"{key}: must be in (0, 1], got {density}")
     for i, source in enumerate(config.models):
         if check_paths and not Path(source.adapter).expanduser().is_dir():
             problems.append(f"models.{i}.adapter: {source.adapter} is not a directory")

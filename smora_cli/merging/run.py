@@ -26,11 +26,12 @@ from smora_cli.adapters.io import (
 )
 from smora_cli.adapters.layer import RankExpertLinear
 from smora_cli.adapters.routers import cannot_fold_error
-from smora_cli.errors import AdapterError, UserInputError
+from smora_cli.errors import AdapterError, JobError, UserInputError
 from smora_cli.merging.combine import combine_deltas, mean_factors
 from smora_cli.merging.config import EXACT_LOW_RANK, MergeConfig, MergeParameters, Source
 from smora_cli.models import HEADS_CONFIG, HEADS_WEIGHTS, resolve_model_path
-from smora_cli.utils.fs import atomic_directory
+from smora_cli.utils.fs import WRITE_ERRORS, atomic_directory, clear_leftovers, write_failure
+from smora_cli.utils.lock import DirectoryLock
 from smora_cli.utils.log import quiet_libraries
 
 MERGE_RECIPE = "merge_config.yaml"
@@ -111,9 +112,21 @@ def _targets(adapter: AdapterConfig) -> list[str]:
 
 
 def run_merge(config: MergeConfig, out_dir: Path, *, overwrite: bool = False, echo=print) -> Path:
-    """Carry out a merge config; returns the output directory."""
+    """Carry out a merge config, holding OUT_DIR's lock; returns the output directory.
+
+    Raises:
+        UserInputError: OUT_DIR is taken (see `check_out_dir`), locked by another process,
+            or the adapters cannot be merged.
+        JobError: the output cannot be written (disk full); OUT_DIR is left as it was.
+    """
     quiet_libraries()
-    _check_out_dir(out_dir, overwrite)
+    with DirectoryLock(out_dir, "merge"):
+        check_out_dir(config, out_dir, overwrite)
+        clear_leftovers(out_dir)  # of a merge killed while writing
+        return _merge(config, out_dir, echo)
+
+
+def _merge(config: MergeConfig, out_dir: Path, echo) -> Path:
     adapters = [read_adapter_config(Path(m.adapter)) for m in config.models]
     check_compatible(config, adapters)
     base_name = config.base_model or adapters[0].base_model_name_or_path
@@ -129,16 +142,19 @@ def run_merge(config: MergeConfig, out_dir: Path, *, overwrite: bool = False, ec
             raise AdapterError(f"models.{i}.task: {e}") from e
         state = adapter_state_dict(model)
         loaded.append((unload(model), task_id, state))
-    with atomic_directory(out_dir) as tmp:
-        if config.merge_method == "mean":
-            _write_mean(model, adapters[0], config, [s for *_, s in loaded], tmp)
-        elif config.output == "model":
-            _apply_deltas(config, loaded)
-            _save_model(model, base_name, config.dtype, tmp)
-        else:
-            _write_low_rank(model, config, loaded, tmp)
-        _copy_heads(config, tmp, echo)
-        (tmp / MERGE_RECIPE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    try:
+        with atomic_directory(out_dir) as tmp:
+            if config.merge_method == "mean":
+                _write_mean(model, adapters[0], config, [s for *_, s in loaded], tmp)
+            elif config.output == "model":
+                _apply_deltas(config, loaded)
+                _save_model(model, base_name, config.dtype, tmp)
+            else:
+                _write_low_rank(model, config, loaded, tmp)
+            _copy_heads(config, tmp, echo)
+            (tmp / MERGE_RECIPE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    except WRITE_ERRORS as e:
+        raise JobError(write_failure(e, "the merge output", out_dir.parent)) from e
     echo(
         f"{config.merge_method} of {len(config.models)} adapter(s) written to {out_dir} "
         f"({config.output})"
@@ -146,9 +162,45 @@ def run_merge(config: MergeConfig, out_dir: Path, *, overwrite: bool = False, ec
     return out_dir
 
 
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
-        raise UserInputError(f"{out_dir} exists and is not empty; pass --overwrite to replace it")
+def check_out_dir(config: MergeConfig, out_dir: Path, overwrite: bool) -> None:
+    """OUT_DIR may be new, empty, or (with --overwrite) an earlier merge's output; never a
+    file, something else the user has, or a folder holding the merge's own inputs.
+
+    Raises:
+        UserInputError: naming what OUT_DIR is and what to do instead.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserInputError(f"OUT_DIR {out_dir} is a file; give a directory to write into")
+    for label, path in _inputs(config):
+        if _within(path, out_dir):
+            raise UserInputError(
+                f"OUT_DIR {out_dir} holds the merge's input {label} ({path}); writing there "
+                "would replace it; choose another OUT_DIR"
+            )
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not overwrite:
+        raise UserInputError(
+            f"{out_dir} exists and is not empty; pass --overwrite to replace an earlier "
+            "merge output there, or choose another OUT_DIR"
+        )
+    if not (out_dir / MERGE_RECIPE).is_file():
+        raise UserInputError(
+            f"{out_dir} is not the output of a smora merge (it has no {MERGE_RECIPE}); "
+            "--overwrite only replaces an earlier merge output; choose another OUT_DIR"
+        )
+
+
+def _inputs(config: MergeConfig) -> list[tuple[str, Path]]:
+    inputs = [(f"models.{i}.adapter", Path(m.adapter)) for i, m in enumerate(config.models)]
+    if config.base_model and Path(config.base_model).expanduser().exists():
+        inputs.append(("base_model", Path(config.base_model)))
+    return inputs
+
+
+def _within(path: Path, folder: Path) -> bool:
+    path, folder = path.expanduser().resolve(), folder.expanduser().resolve()
+    return path == folder or folder in path.parents
 
 
 def _layer_deltas(config: MergeConfig, loaded) -> dict[str, tuple[RankExpertLinear, torch.Tensor]]:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
+
+# Where launchers put a process's global rank: torchrun (accelerate launch), MPI flavours.
+RANK_VARIABLES = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
 
 
 def make_accelerator(**kwargs):
@@ -27,3 +32,16 @@ def is_main_process() -> bool:
     from accelerate import PartialState
 
     return PartialState().is_main_process
+
+
+def launch_rank() -> int:
+    """This process's global rank as its launcher set it (0 when run alone).
+
+    Readable before any process group exists, so a job can claim its output directory on
+    one process only, before the group forms.
+    """
+    for name in RANK_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0

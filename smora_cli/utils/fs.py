@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from smora_cli.errors import UserInputError
+
+# What a failed write raises: the OS, torch's zip writer (a RuntimeError about stream
+# positions when the disk fills) and safetensors (its own error type).
+WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
+_LOW_SPACE = 1 << 20  # bytes: below this, a failed write is blamed on the full disk
 
 
 @contextlib.contextmanager
@@ -89,3 +98,49 @@ def fsync_tree(root: Path) -> None:
         if path.is_file():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
+
+
+def write_failure(error: BaseException, what: str, directory: str | os.PathLike) -> str:
+    """One line for a failed write of `what` into `directory`, naming a full disk.
+
+    torch and safetensors wrap ENOSPC in messages about stream positions or I/O errors;
+    the free space left says what happened.
+    """
+    free = _free_bytes(Path(directory))
+    low = free is not None and free < _LOW_SPACE
+    if low or (isinstance(error, OSError) and error.errno == errno.ENOSPC):
+        reason = "no space left on device" + (f" ({free // 1024} KiB free)" if low else "")
+    elif isinstance(error, OSError) and error.strerror:
+        reason = error.strerror
+    else:
+        text = str(error).strip()
+        reason = text.splitlines()[0][:200] if text else type(error).__name__
+    return f"cannot write {what} in {directory}: {reason}"
+
+
+def _free_bytes(directory: Path) -> int | None:
+    for path in (directory, *directory.parents):
+        if path.exists():
+            try:
+                return shutil.disk_usage(path).free
+            except OSError:
+                return None
+    return None
+
+
+def clear_leftovers(target: str | os.PathLike) -> None:
+    """Remove what a killed `atomic_directory(target)` left beside it.
+
+    Call only while holding `target`'s lock: another writer's temporary looks the same.
+    A set-aside old version is kept when `target` itself is missing (the kill fell between
+    the two renames), so that nothing the user had is lost.
+    """
+    target = Path(target)
+    leftovers = list(target.parent.glob(f".{glob.escape(target.name)}.tmp-*"))
+    if target.exists():
+        leftovers += target.parent.glob(f".{glob.escape(target.name)}.old-*")
+    for path in leftovers:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
