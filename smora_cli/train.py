@@ -33,7 +33,6 @@ from smora_cli.data.mixing import MixturePlan, mixing_rates
 from smora_cli.data.sources import load_task_split
 from smora_cli.data.tasks import resolve_task
 from smora_cli.errors import JobError, NonFiniteError, UserInputError
-from smora_cli.evaluation.runner import json_safe, write_json
 from smora_cli.models import (
     MultiTaskClassifier,
     example_losses,
@@ -52,7 +51,6 @@ from smora_cli.utils.log import MetricsLog, collapse_warnings, quiet_libraries
 from smora_cli.utils.signals import GracefulStop
 
 ADAPTER_DIR = "adapter"
-EVAL_NAME = "eval_results.json"
 
 
 @dataclass
@@ -449,7 +447,8 @@ class Trainer:
 
     # -------------------------------------------------------------- evaluation
     def _evaluate(self) -> dict:
-        from smora_cli.evaluation.runner import score_task, summarise
+        """Task name -> `TaskResult` on `eval.split`, scored as `smora eval` scores."""
+        from smora_cli.evaluation.runner import score_task
         from smora_cli.evaluation.scoring import Scorer
 
         recipe = self.recipe
@@ -473,17 +472,49 @@ class Trainer:
             )
             for i, task in enumerate(self.tasks)
         }
-        return summarise(results)
+        return results
 
     def _write_eval(self, final: dict | None, baseline: dict | None) -> dict | None:
+        """`eval_<split>.json` in `smora eval`'s format, the untrained baseline beside it."""
+        from smora_cli.evaluation.results import (
+            build_report,
+            eval_config,
+            glue_names,
+            json_safe,
+            results_path,
+            untrained_path,
+            write_results,
+        )
+        from smora_cli.evaluation.stderr import DEFAULT_BOOTSTRAP_ITERS
+
         if final is None:
             return None
-        report = {"split": self.recipe.eval.split, **final}
+        recipe = self.recipe
+
+        def report(results: dict, untrained: bool) -> dict:
+            config = eval_config(
+                model=recipe.model.source,
+                kind=self.kind,
+                adapter=None if untrained else self.run_dir / ADAPTER_DIR,
+                run_dir=self.run_dir,
+                split=recipe.eval.split,
+                limit=recipe.eval.limit,
+                batch_size=recipe.eval.batch_size,
+                seed=0,
+                bootstrap_iters=DEFAULT_BOOTSTRAP_ITERS,
+                num_processes=self.accelerator.num_processes,
+                untrained=untrained,
+            )
+            return build_report(results, config, glue_names(self.tasks))
+
+        path = results_path(self.run_dir, recipe.eval.split)
+        reports = {path: report(final, untrained=False)}
         if baseline is not None:
-            report["baseline"] = baseline
+            reports[untrained_path(path)] = report(baseline, untrained=True)
         if self.accelerator.is_main_process:
-            write_json(report, self.run_dir / EVAL_NAME)
-        return json_safe(report)
+            for target, content in reports.items():
+                write_results(content, target)
+        return json_safe(reports[path])
 
 
 def _token_masks(batch: dict) -> tuple[torch.Tensor, ...]:

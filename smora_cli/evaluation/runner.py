@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from smora_cli.data.sources import TaskData
 from smora_cli.evaluation.metrics import compute, primary_score
 from smora_cli.evaluation.scoring import Scorer, references
+from smora_cli.evaluation.stderr import DEFAULT_BOOTSTRAP_ITERS
 
 
 @dataclass
@@ -17,13 +18,21 @@ class TaskResult:
     task: str
     split: str
     n: int
-    metrics: dict[str, float]
+    metrics: dict[str, float | None]  # each score and its standard error (`<key>_stderr`)
     score: float  # mean of the task's primary metric values (what averages are made of)
     samples: list[dict] = field(default_factory=list)
+    n_original: int | None = None  # examples in the split before `limit`
 
 
 def evaluate_task(
-    scorer: Scorer, data: TaskData, *, batch_size: int, accelerator=None, log_samples: bool = False
+    scorer: Scorer,
+    data: TaskData,
+    *,
+    batch_size: int,
+    accelerator=None,
+    log_samples: bool = False,
+    bootstrap_iters: int = DEFAULT_BOOTSTRAP_ITERS,
+    seed: int = 0,
 ) -> TaskResult:
     """Predict every example of `data` (each process a strided shard) and score them."""
     rank = accelerator.process_index if accelerator else 0
@@ -55,14 +64,14 @@ def evaluate_task(
     metrics: dict[str, float] = {}
     primaries = []
     for metric in data.task.metrics:
-        values = compute(metric, predictions, gold)
+        values = compute(metric, predictions, gold, bootstrap_iters=bootstrap_iters, seed=seed)
         metrics.update(values)
         primaries.append(primary_score(metric, values))
     samples = []
     if log_samples:
         samples = [
             {
-                "index": i,
+                "doc_id": i,
                 "input": item["text"],
                 "input_b": item["text_b"],
                 "prediction": p,
@@ -72,8 +81,9 @@ def evaluate_task(
         ]
     # A constant prediction has no defined correlation (NaN): it counts as 0 in averages.
     primaries = [0.0 if math.isnan(p) else p for p in primaries]
+    score = sum(primaries) / len(primaries)
     return TaskResult(
-        data.task.name, data.split, len(rows), metrics, sum(primaries) / len(primaries), samples
+        data.task.name, data.split, len(rows), metrics, score, samples, data.n_original
     )
 
 
@@ -87,8 +97,10 @@ def score_task(
     limit: int | None = None,
     accelerator=None,
     log_samples: bool = False,
+    bootstrap_iters: int = DEFAULT_BOOTSTRAP_ITERS,
+    seed: int = 0,
 ) -> TaskResult:
-    """Load `split` of `task` (at most `limit` examples) and evaluate it."""
+    """Load `split` of `task` (at most `limit` examples, a `seed`ed subset) and evaluate it."""
     from smora_cli.data.sources import load_task_split
 
     data = load_task_split(
@@ -97,35 +109,14 @@ def score_task(
         task_id=task_id,
         text_to_text=scorer.kind != "classifier",
         limit=limit or task.max_eval_examples,
+        shuffle_seed=seed,
     )
     return evaluate_task(
-        scorer, data, batch_size=batch_size, accelerator=accelerator, log_samples=log_samples
+        scorer,
+        data,
+        batch_size=batch_size,
+        accelerator=accelerator,
+        log_samples=log_samples,
+        bootstrap_iters=bootstrap_iters,
+        seed=seed,
     )
-
-
-def summarise(results: dict[str, TaskResult]) -> dict:
-    """{"tasks": {name: {metrics, score, n}}, "average": mean task score}."""
-    tasks = {
-        name: {"metrics": r.metrics, "score": r.score, "n": r.n} for name, r in results.items()
-    }
-    return {"tasks": tasks, "average": sum(r.score for r in results.values()) / len(results)}
-
-
-def write_json(report: dict, path) -> None:
-    """Strict JSON (NaN -> null), written atomically."""
-    import json
-
-    from smora_cli.utils.fs import atomic_write_text
-
-    atomic_write_text(path, json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
-
-
-def json_safe(value):
-    """NaN/inf become null, so result files are strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
