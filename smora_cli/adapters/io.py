@@ -73,20 +73,42 @@ def config_to_file(model: nn.Module) -> dict[str, Any]:
     data["exclude_modules"] = None
     if config.method != "lora":
         return {"peft_type": SMORA_PEFT_TYPE, "smora_version": __version__, **data}
-    return {
-        "peft_type": "LORA",
-        "r": config.r,
-        "lora_alpha": config.alpha,
-        "lora_dropout": config.dropout,
-        "use_rslora": config.use_rslora,
-        "target_modules": data["target_modules"],
-        "fan_in_fan_out": any(layer.fan_in_fan_out for _, layer in layers),
-        "bias": "none",
-        "init_lora_weights": True,
-        "inference_mode": True,
-        "task_type": None,
-        "base_model_name_or_path": config.base_model_name_or_path,
-    }
+    return _peft_lora_config(
+        config,
+        target_modules=data["target_modules"],
+        fan_in_fan_out=any(layer.fan_in_fan_out for _, layer in layers),
+        task_type=peft_task_type(model),
+    )
+
+
+def _peft_lora_config(config: AdapterConfig, **fields) -> dict[str, Any]:
+    """A plain PEFT LoraConfig (with `peft_version` and `task_type`, so that
+    `AutoPeftModelFor*.from_pretrained(adapter_dir)` finds the base model's class)."""
+    from peft import LoraConfig
+
+    lora = LoraConfig(
+        r=config.r,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        use_rslora=config.use_rslora,
+        bias="none",
+        inference_mode=True,
+        base_model_name_or_path=config.base_model_name_or_path,
+        **fields,
+    )
+    return {k: sorted(v) if isinstance(v, set) else v for k, v in lora.to_dict().items()}
+
+
+def peft_task_type(model: nn.Module) -> str | None:
+    """PEFT's task type of a `transformers` model: which AutoPeftModel class reloads it."""
+    name = type(model).__name__
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return "SEQ_2_SEQ_LM"
+    if name.endswith(("ForCausalLM", "LMHeadModel")):
+        return "CAUSAL_LM"
+    if name.endswith("Model"):  # a bare encoder (classifier kind: smora keeps the heads)
+        return "FEATURE_EXTRACTION"
+    return None
 
 
 def write_adapter(model: nn.Module, directory: str | os.PathLike) -> None:

@@ -101,6 +101,32 @@ def test_smora_lora_loads_in_peft(tmp_path, arch):
     torch.testing.assert_close(peft_model(**batch).logits, expected)
 
 
+@pytest.mark.parametrize(
+    "arch,auto,task_type",
+    [
+        ("llama", "AutoPeftModelForCausalLM", "CAUSAL_LM"),
+        ("t5", "AutoPeftModelForSeq2SeqLM", "SEQ_2_SEQ_LM"),
+    ],
+)
+def test_lora_adapter_loads_with_auto_peft_model(tmp_path, arch, auto, task_type):
+    import peft
+
+    build = getattr(tm, arch)
+    build().save_pretrained(tmp_path / "base")
+    config = AdapterConfig(method="lora", r=4, base_model_name_or_path=str(tmp_path / "base"))
+    model = attach(build(), config)
+    tm.randomize_adapter(model)
+    batch = tm.inputs()
+    if arch == "t5":
+        batch["decoder_input_ids"] = batch["input_ids"][:, :4]
+    expected = model(**batch).logits
+    save_adapter(model, tmp_path / "a")
+    written = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert written["task_type"] == task_type and written["peft_version"] == peft.__version__
+    loaded = getattr(peft, auto).from_pretrained(tmp_path / "a").eval()
+    torch.testing.assert_close(loaded(**batch).logits, expected)
+
+
 def test_peft_lora_loads_in_smora(tmp_path):
     peft_model = get_peft_model(
         tm.llama(),
