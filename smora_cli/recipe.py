@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from smora_cli.adapters.config import AdapterConfig
+from smora_cli.adapters.config import TARGET_ALL_LINEAR, AdapterConfig
 from smora_cli.data.tasks import TaskSpec, complete_spec, task_problems
 from smora_cli.errors import AdapterConfigError, RecipeError
-from smora_cli.utils.schema import checked_fields, dataclass_from, read_yaml, unknown_keys
+from smora_cli.utils.schema import (
+    checked_fields,
+    dataclass_from,
+    describe,
+    read_yaml,
+    unknown_keys,
+)
 
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 QUICKSTART = PACKAGED_CONFIGS / "quickstart.yaml"
@@ -201,7 +208,13 @@ def apply_override(data: dict, item: str) -> list[str]:
         return [f"override {item!r} must look like key.path=value (e.g. train.lr=1e-4)"]
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+    except yaml.YAMLError as e:
+        if raw.lstrip().startswith("["):  # meant as a list: a bare string would be a regex
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            return [
+                f"override {key}: {raw!r} is not a valid YAML list ({problem}); "
+                "write it like [q_proj,v_proj]"
+            ]
         value = raw
     parts = key.strip().split(".")
     node: Any = data
@@ -233,8 +246,14 @@ def _build(data: dict, problems: list[str]) -> Recipe | None:
     for name in ("model", "mixing", "train", "eval", "sweep"):
         sections[name] = dataclass_from(SECTIONS[name], data.get(name, {}), name, problems)
     tasks = data.get("tasks")
-    if not isinstance(tasks, list) or not tasks:
+    if tasks in (None, []):
         problems.append("tasks: at least one task is required (a list of {name, source, ...})")
+    elif not isinstance(tasks, list):
+        problems.append(
+            f"tasks: must be a list of tasks, got {describe(tasks)}; write each task as a "
+            "list item: [{name: ..., source: ...}, ...] (or `- name: ...` lines in YAML)"
+        )
+    if not isinstance(tasks, list):
         tasks = []
     sections["tasks"] = [
         dataclass_from(TaskSpec, t, f"tasks.{i}", problems) for i, t in enumerate(tasks)
@@ -279,6 +298,7 @@ def cross_checks(recipe: Recipe) -> list[str]:
     for i, task in enumerate(recipe.tasks):
         problems += [f"tasks.{i}.{p}" for p in task_problems(task, recipe.model.kind)]
     adapter = recipe.adapter
+    problems += _module_pattern_problems(adapter)
     if adapter.method == "more" and adapter.task_names != names:
         problems.append(
             f"adapter.task_names: must list the recipe's tasks {names} in order "

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from smora_cli.data.filecheck import unreadable_file
 from smora_cli.data.glue import GLUE_TASKS, HUB_ID
 from smora_cli.data.tasks import COMPRESSION_SUFFIXES, DATA_SUFFIXES, Task
 from smora_cli.errors import DataError
@@ -234,7 +235,7 @@ def _read_files(task: Task, files: dict[str, Path], split: str):
     except UnicodeDecodeError as e:
         raise DataError(f"task {task.name!r}: {path} is not UTF-8 text ({e.reason})") from e
     except Exception as e:  # datasets wraps parser errors in many types
-        raise DataError(f"task {task.name!r}: cannot read {path}: {_first_line(e)}") from e
+        raise unreadable_file(task.name, path, e) from e
 
 
 def _read_tsv(task: Task, path: Path, *, header: bool, columns: dict | None = None):

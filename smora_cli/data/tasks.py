@@ -7,6 +7,7 @@ label set, type (classification, regression, generation), metric(s) and split na
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,6 +20,7 @@ COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
 TaskType = Literal["classification", "regression", "generation"]
 KNOWN_METRICS = ("accuracy", "f1", "matthews", "pearson", "spearman", "exact_match", "rouge_l")
 REGRESSION_METRICS = ("pearson", "spearman")
+SPLITS = ("train", "validation", "test")  # what `splits:` may map
 
 
 @dataclass
@@ -221,6 +223,10 @@ def task_problems(spec: TaskSpec, model_kind: str) -> list[str]:
             "labels: a classification task declares its label names (at least two), "
             "in label-id order"
         )
+    repeated = sorted({label for label in spec.labels or [] if spec.labels.count(label) > 1})
+    if repeated:
+        problems.append(f"labels: {repeated} appear more than once; each class needs its own name")
+    problems += _split_problems(spec.splits)
     if task_type == "generation" and model_kind == "classifier":
         problems.append("type: generation tasks need model.kind causal-lm or seq2seq")
     if task_type == "generation" and not spec.target:
@@ -239,6 +245,20 @@ def task_problems(spec: TaskSpec, model_kind: str) -> list[str]:
     for key in ("max_train_examples", "max_eval_examples"):
         if getattr(spec, key) is not None and getattr(spec, key) < 1:
             problems.append(f"{key}: must be >= 1")
+    return problems
+
+
+def _split_problems(splits: dict[str, str]) -> list[str]:
+    """`splits` maps the logical splits to the source's names; other keys are typos."""
+    problems = []
+    for key in splits:
+        if key not in SPLITS:
+            close = difflib.get_close_matches(key, SPLITS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(
+                f"splits.{key}: unknown split{hint}; the keys are {', '.join(SPLITS)} "
+                "(the values name the source's files or splits)"
+            )
     return problems
 
 

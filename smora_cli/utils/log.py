@@ -112,5 +112,7 @@ def quiet_libraries() -> None:
     import transformers
 
     datasets.disable_progress_bars()
+    # Its logged parser errors arrive again as one DataError line (data/filecheck.py).
+    datasets.utils.logging.set_verbosity(datasets.utils.logging.CRITICAL)
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()

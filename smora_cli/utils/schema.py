@@ -49,7 +49,7 @@ def checked_fields(cls: type, raw: Any, path: str, problems: list[str]) -> dict 
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        problems.append(f"{path}: must be a mapping, got {_describe(raw)}")
+        problems.append(f"{path}: must be a mapping, got {describe(raw)}")
         return None
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
@@ -61,7 +61,7 @@ def checked_fields(cls: type, raw: Any, path: str, problems: list[str]) -> dict 
             if ok:
                 values[key] = converted
             else:
-                problems.append(f"{path}.{key}: expected {expected}, got {_describe(value)}")
+                problems.append(f"{path}.{key}: expected {expected}, got {describe(value)}")
     return values
 
 
@@ -128,6 +128,6 @@ def _coerce_scalar(value: Any, hint: Any) -> tuple[bool, Any, str]:
     return True, value, str(hint)
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
     text = repr(value)
     return f"{text[:60]}{'...' if len(text) > 60 else ''} ({type(value).__name__})"
