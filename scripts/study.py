@@ -31,7 +31,7 @@ runs, resumes an interrupted one from its checkpoint and redoes only missing ana
 
 Results go to `--out` (default runs/study: run directories, merged models, never committed);
 `report` writes only small files under `--docs` (default docs). Checkpoints of finished runs
-are deleted (the final adapter and eval_results.json stay).
+are deleted (the final adapter and eval_validation.json stay).
 """
 
 from __future__ import annotations
@@ -57,9 +57,10 @@ import yaml
 
 from smora_cli.checkpoint import CHECKPOINTS
 from smora_cli.errors import SmoraError
+from smora_cli.evaluation.results import find_results, load_results
 from smora_cli.recipe import Recipe, SweepSection, load_recipe, recipe_from_dict
 from smora_cli.sweep import CELL_FILE, Cell, Interrupted, cell_dir, cell_recipe, plan_cells
-from smora_cli.train import ADAPTER_DIR, EVAL_NAME
+from smora_cli.train import ADAPTER_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 MIXTURE = ROOT / "configs" / "study" / "mixture.yaml"
@@ -175,12 +176,12 @@ def build_recipe(tree: dict, run_dir: Path, **sections: dict | list) -> Recipe:
 
 def is_finished(run_dir: Path) -> bool:
     """A run is finished when its final adapter and its evaluation exist."""
-    return (run_dir / EVAL_NAME).is_file() and (run_dir / ADAPTER_DIR).is_dir()
+    return find_results(run_dir) is not None and (run_dir / ADAPTER_DIR).is_dir()
 
 
 def read_eval(run_dir: Path) -> dict:
-    """The run's eval_results.json (per-task metrics and scores, average)."""
-    return json.loads((run_dir / EVAL_NAME).read_text())
+    """The run's results file (per-task metrics and scores, average), older files converted."""
+    return load_results(find_results(run_dir))
 
 
 def prune_checkpoints(run_dir: Path) -> None:
@@ -189,7 +190,7 @@ def prune_checkpoints(run_dir: Path) -> None:
 
 
 def train(recipe: Recipe) -> dict:
-    """Train and evaluate one run (resuming a half-finished one); returns eval_results.json."""
+    """Train and evaluate one run (resuming a half-finished one); returns its results."""
     from smora_cli.train import run
 
     run_dir = recipe.output_dir
@@ -458,7 +459,7 @@ def merge_and_score(study: Study, recipes: dict, set_name: str, method: str, see
     tasks = {}
     for recipe in runs:
         task = recipe.tasks[0].name
-        own = read_eval(recipe.output_dir)["tasks"][task]["score"]
+        own = read_eval(recipe.output_dir)["scores"][task]
         merged = score_with_heads(encoder, recipe, recipe.output_dir / ADAPTER_DIR)[task]
         tasks[task] = {"own": own, "merged": merged, "drop": own - merged}
     record = {"set": set_name, "merge": method, "seed": seed, "tasks": tasks}
@@ -552,13 +553,13 @@ def folded_scores(recipe: Recipe, target: Path) -> dict:
     """Each task scored by its folded model (plain encoder) against the routed adapter."""
     from smora_cli.models import load_base_model
 
-    routed = read_eval(recipe.output_dir)["tasks"]
+    routed = read_eval(recipe.output_dir)["scores"]
     scores = {}
     for task in fold_per_task(recipe, target):
         encoder = load_base_model(str(target / task), kind="classifier")
         single = replace(recipe, tasks=[t for t in recipe.tasks if t.name == task])
         folded = score_with_heads(encoder, single, recipe.output_dir / ADAPTER_DIR)[task]
-        scores[task] = {"routed": routed[task]["score"], "folded": folded}
+        scores[task] = {"routed": routed[task], "folded": folded}
     return scores
 
 
@@ -1206,7 +1207,7 @@ def rank_heatmap(maps: dict[str, dict], path: Path) -> None:
 
 
 def more_scores(study: Study) -> dict[str, list[dict]]:
-    """method -> eval_results.json of each finished seed."""
+    """method -> the results of each finished seed."""
     scores: dict[str, list[dict]] = {}
     for (name, _), recipe in more_recipes(study).items():
         if is_finished(recipe.output_dir):
@@ -1216,7 +1217,7 @@ def more_scores(study: Study) -> dict[str, list[dict]]:
 
 def more_table(scores: dict[str, list[dict]]) -> str:
     """Test scores of MoRE and its baselines, mean ± std over seeds."""
-    tasks = list(next(iter(scores.values()))[0]["tasks"])
+    tasks = list(next(iter(scores.values()))[0]["scores"])
     rows = []
     for name, runs in scores.items():
         adapter = MORE_ADAPTERS[name]
@@ -1224,7 +1225,7 @@ def more_table(scores: dict[str, list[dict]]) -> str:
             f", k={adapter['k']}, p={adapter['expert_rank']}" if adapter["k"] else ""
         )
         row = [f"{name} ({shape})", str(len(runs))]
-        row += [fmt([r["tasks"][t]["score"] for r in runs]) for t in tasks]
+        row += [fmt([r["scores"][t] for r in runs]) for t in tasks]
         rows.append(row + ["**" + fmt([r["average"] for r in runs]) + "**"])
     return md_table(["adapter", "seeds", *tasks, "average"], rows)
 

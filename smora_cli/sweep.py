@@ -21,6 +21,7 @@ from pathlib import Path
 
 from smora_cli.checkpoint import recipe_changes
 from smora_cli.errors import JobError, UserInputError
+from smora_cli.evaluation.results import metric_values
 from smora_cli.recipe import Recipe, SweepSection, recipe_from_dict
 from smora_cli.utils.fs import atomic_write_bytes, atomic_write_text
 from smora_cli.utils.lock import DirectoryLock, DirectoryLocked
@@ -186,8 +187,8 @@ def _train_cell(recipe: Recipe, cell: Cell, echo, *, replace: bool) -> dict:
         "name": cell.name,
         "experts": cell.experts,
         "active_experts": cell.active_experts,
-        "tasks": {task: r["score"] for task, r in result.eval["tasks"].items()},
-        "metrics": {task: r["metrics"] for task, r in result.eval["tasks"].items()},
+        "tasks": dict(result.eval["scores"]),
+        "metrics": {task: metric_values(result.eval, task) for task in result.eval["scores"]},
         "average": result.eval["average"],
         "trainable_params": result.params.adapter,
         "activated_params": result.params.activated,

@@ -68,9 +68,11 @@ def test_two_processes_equal_one(tmp_path, encoder_dir):
     assert biases and any(torch.count_nonzero(expected[k]) for k in biases)
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-5, msg=key)
-    report_one = json.loads((tmp_path / "one" / "eval_results.json").read_text())
-    report_two = json.loads((tmp_path / "two" / "eval_results.json").read_text())
-    for task, result in report_one["tasks"].items():
-        assert report_two["tasks"][task]["n"] == result["n"]
-        for metric, value in result["metrics"].items():
-            assert report_two["tasks"][task]["metrics"][metric] == pytest.approx(value, abs=1e-3)
+    report_one = json.loads((tmp_path / "one" / "eval_validation.json").read_text())
+    report_two = json.loads((tmp_path / "two" / "eval_validation.json").read_text())
+    assert report_two["n-samples"] == report_one["n-samples"]
+    assert report_two["config"]["num_processes"] == 2
+    for task, result in report_one["results"].items():
+        for metric, value in result.items():
+            if metric != "alias":
+                assert report_two["results"][task][metric] == pytest.approx(value, abs=1e-3)

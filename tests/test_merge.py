@@ -319,8 +319,8 @@ def test_merged_classifier_adapters_keep_every_task_head(tmp_path, encoder_dir):
         ),
         echo=lambda *_: None,
     )
-    assert set(report["tasks"]) == {"sim"} and report["adapter"] is None
-    assert "pearson" in report["tasks"]["sim"]["metrics"]
+    assert set(report["results"]) == {"sim"} and report["config"]["adapter"] is None
+    assert "pearson" in report["results"]["sim"]
 
 
 def tree(folder):

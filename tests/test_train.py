@@ -35,7 +35,7 @@ def test_classifier_run_writes_everything(tmp_path, encoder_dir):
     assert sorted(p.name for p in out.iterdir()) == [
         "adapter",
         "checkpoints",
-        "eval_results.json",
+        "eval_validation.json",
         "metrics.jsonl",
         "resolved_recipe.yaml",
     ]
@@ -45,9 +45,12 @@ def test_classifier_run_writes_everything(tmp_path, encoder_dir):
     assert set(entries[-1]["task_loss"]) <= {"sent", "sim"}
     assert sum(entries[-1]["examples_seen"].values()) == 6 * 4
     assert 0 < entries[-1]["router"]["mean_entropy"] <= 1
-    report = json.loads((out / "eval_results.json").read_text())
-    assert set(report["tasks"]) == {"sent", "sim"} and report["tasks"]["sent"]["n"] == 24
-    assert "pearson" in report["tasks"]["sim"]["metrics"]
+    report = json.loads((out / "eval_validation.json").read_text())
+    assert set(report["results"]) == {"sent", "sim"}
+    assert report["n-samples"]["sent"] == {"original": 24, "effective": 24}
+    assert "pearson" in report["results"]["sim"] and "pearson_stderr" in report["results"]["sim"]
+    assert report["config"]["adapter"] == str(out / "adapter")
+    assert report["config"]["batch_size"] == 16
 
     # The saved adapter + heads reproduce the trained model on a fresh base model.
     encoder = load_adapter(load_base_model(str(encoder_dir), kind="classifier"), out / "adapter")
@@ -83,8 +86,11 @@ def test_training_learns_the_easy_task(tmp_path, encoder_dir):
     data["adapter"] = {"method": "lora", "r": 4, "alpha": 8}
     data["eval"]["baseline"] = True
     report = train(data).eval
-    assert report["tasks"]["sent"]["metrics"]["accuracy"] >= 0.9
-    assert report["baseline"]["tasks"]["sent"]["metrics"]["accuracy"] < 0.8
+    assert report["results"]["sent"]["accuracy"] >= 0.9
+    # The untrained baseline is kept beside, in the same format.
+    baseline = json.loads((tmp_path / "run" / "eval_validation_untrained.json").read_text())
+    assert baseline["results"]["sent"]["accuracy"] < 0.8
+    assert baseline["config"]["untrained"] and baseline["config"]["adapter"] is None
 
 
 def test_resume_matches_uninterrupted_run_bitwise(tmp_path, encoder_dir, monkeypatch):

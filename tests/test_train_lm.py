@@ -67,12 +67,12 @@ def test_text_to_text_runs(tmp_path, kind, adapter, decoder_dir, seq2seq_dir):
         show_progress=False,
         echo=lambda *_: None,
     )
-    report = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    report = json.loads((tmp_path / "run" / "eval_validation.json").read_text())
     assert report == result.eval
-    assert set(report["tasks"]["sent"]["metrics"]) == {"accuracy"}
-    assert set(report["tasks"]["sim"]["metrics"]) == {"pearson", "spearmanr"}
-    assert set(report["tasks"]["echo"]["metrics"]) == {"exact_match", "rougeL"}
-    assert all(r["n"] == 8 for r in report["tasks"].values())
+    assert set(report["higher_is_better"]["sent"]) == {"accuracy"}
+    assert set(report["higher_is_better"]["sim"]) == {"pearson", "spearmanr"}
+    assert set(report["higher_is_better"]["echo"]) == {"exact_match", "rougeL"}
+    assert all(r["effective"] == 8 for r in report["n-samples"].values())
     entries = [
         json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     ]

@@ -1,16 +1,14 @@
 """`smora eval`: score a base model, with or without an adapter, on named tasks or a run's tasks.
 
-Tasks are named as in the run's recipe, as GLUE tasks (`glue` = all of them) or as offline
-suite tasks. Task-routed adapters (MoRE) and classifier heads get the task's index among the
-tasks the adapter was trained on; a task it never saw is refused.
+Tasks are named as in the run's recipe or a task file, as GLUE tasks (`glue` = all of them,
+`mnli` = matched and mismatched) or as offline suite tasks. Task-routed adapters (MoRE) and
+classifier heads get the task's index among the tasks the adapter was trained on; a task it
+never saw is refused. A task whose split is not on disk is named before any model loads.
 """
 
 from __future__ import annotations
 
-import datetime
-import json
 from dataclasses import dataclass, replace
-from importlib import metadata
 from pathlib import Path
 
 import yaml
@@ -18,6 +16,8 @@ import yaml
 from smora_cli.data.glue import GLUE_SUITE, GLUE_TASKS
 from smora_cli.data.tasks import TaskSpec, complete_spec, resolve_task, task_problems
 from smora_cli.errors import RecipeError, UserInputError
+from smora_cli.evaluation.results import results_path
+from smora_cli.evaluation.stderr import DEFAULT_BOOTSTRAP_ITERS
 from smora_cli.recipe import RESOLVED_NAME, recipe_from_dict
 
 RUNS_DIR = Path("runs")
@@ -36,10 +36,14 @@ class EvalRequest:
     data_dir: Path | None = None
     split: str = "validation"
     limit: int | None = None
-    batch_size: int = 64
+    batch_size: int | None = None  # None: the run's eval.batch_size, else 64
     output_path: Path | None = None
     log_samples: bool = False
     no_adapter: bool = False  # score --model alone (e.g. a merged model) on the run's tasks
+    task_file: Path | None = None  # tasks in the recipe's `tasks:` format
+    skip_missing: bool = False  # score the tasks whose split is present, naming the others
+    seed: int = 0  # the `limit` subset and the bootstrap resamples
+    bootstrap_iters: int = DEFAULT_BOOTSTRAP_ITERS
 
 
 @dataclass
@@ -54,6 +58,7 @@ class EvalPlan:
     target_max_length: int
     output_path: Path
     run_dir: Path | None
+    batch_size: int = 64
     chat_template: bool | None = None  # the run's setting; None: the tokenizer decides
 
 
@@ -88,16 +93,26 @@ def _named_task(name: str, recipe_tasks: dict[str, TaskSpec], data_dir: Path | N
     raise UserInputError(f"--tasks: unknown task {name!r}; known: {', '.join(known)}")
 
 
-def _task_specs(
-    names: list[str] | None, recipe, data_dir: Path | None, kind: str
-) -> list[TaskSpec]:
-    recipe_tasks = {t.name: t for t in recipe.tasks} if recipe else {}
+def _task_specs(request: EvalRequest, recipe, kind: str) -> list[TaskSpec]:
+    data_dir, names = request.data_dir, request.tasks
+    known = {t.name: t for t in recipe.tasks} if recipe else {}
+    if request.task_file is not None:
+        from smora_cli.evaluation.task_file import load_task_file
+
+        from_file = {t.name: t for t in load_task_file(request.task_file)}
+        known.update(from_file)
+        names = names or list(from_file)
     if not names:
-        if not recipe_tasks:
-            raise UserInputError("--tasks is required without a run directory (e.g. --tasks glue)")
-        names = list(recipe_tasks)
-    expanded = [n for name in names for n in (GLUE_SUITE if name == "glue" else [name])]
-    specs = [_named_task(name, recipe_tasks, data_dir) for name in dict.fromkeys(expanded)]
+        if not known:
+            raise UserInputError(
+                "--tasks or --task-file is required without a run directory (e.g. --tasks glue)"
+            )
+        names = list(known)
+    groups = {"glue": GLUE_SUITE, "mnli": ("mnli_matched", "mnli_mismatched")}
+    expanded = [
+        n for name in names for n in ([name] if name in known else groups.get(name, [name]))
+    ]
+    specs = [_named_task(name, known, data_dir) for name in dict.fromkeys(expanded)]
     if data_dir:
         specs = [
             replace(s, data_dir=str(data_dir)) if s.source.startswith("glue:") else s for s in specs
@@ -107,6 +122,27 @@ def _task_specs(
         if problems:
             raise UserInputError(f"task {spec.name!r}: {problems[0]}")
     return [complete_spec(spec) for spec in specs]
+
+
+def _present(specs: list[TaskSpec], split: str, skip_missing: bool, echo) -> list[TaskSpec]:
+    """The tasks whose `split` is on disk; the others are named in one line (exit 2), or
+    skipped with `skip_missing`."""
+    from smora_cli.data.sources import glue_data_dir, split_available
+
+    missing = {}
+    for spec in specs:
+        task = resolve_task(spec)
+        if split_available(task, split) is False:
+            missing[spec.name] = glue_data_dir(task) or task.location
+    if not missing:
+        return specs
+    places = ", ".join(sorted({str(place) for place in missing.values()}))
+    names = ", ".join(missing)
+    if not skip_missing or len(missing) == len(specs):
+        hint = "; pass --skip-missing to score the others" if len(missing) < len(specs) else ""
+        raise UserInputError(f"no {split!r} split for task(s) {names} in {places}{hint}")
+    echo(f"skipping task(s) without a {split!r} split in {places}: {names}")
+    return [spec for spec in specs if spec.name not in missing]
 
 
 def plan(request: EvalRequest, echo=print) -> EvalPlan:
@@ -134,8 +170,8 @@ def plan(request: EvalRequest, echo=print) -> EvalPlan:
     if model is None:
         raise UserInputError("--model is required (the adapter does not record its base model)")
     kind = request.kind or (recipe.model.kind if recipe else _guess_kind(model, adapter))
-    tasks = _task_specs(request.tasks, recipe, request.data_dir, kind)
-    default_out = (run_dir / f"eval_{request.split}.json") if run_dir else Path("eval_results.json")
+    tasks = _present(_task_specs(request, recipe, kind), request.split, request.skip_missing, echo)
+    default_out = results_path(run_dir or Path("."), request.split)
     return EvalPlan(
         model=model,
         kind=kind,
@@ -145,6 +181,7 @@ def plan(request: EvalRequest, echo=print) -> EvalPlan:
         target_max_length=recipe.model.target_max_length if recipe else 32,
         output_path=request.output_path or default_out,
         run_dir=run_dir,
+        batch_size=request.batch_size or (recipe.eval.batch_size if recipe else 64),
         chat_template=recipe.model.chat_template if recipe else None,
     )
 
@@ -164,48 +201,6 @@ def _guess_kind(model: str, adapter: Path | None) -> str:
     except (OSError, ValueError) as e:
         raise UserInputError(f"cannot read the config of model {model!r}: {e}") from e
     return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal-lm"
-
-
-def provenance(job: EvalPlan) -> dict:
-    """Model/adapter identity and package versions, recorded in the results file."""
-    versions = {}
-    for package in ("smora-cli", "torch", "transformers", "datasets", "accelerate", "evaluate"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    adapter_file = job.adapter / "adapter_model.safetensors" if job.adapter else None
-    return {
-        "model": job.model,
-        "kind": job.kind,
-        "adapter": str(job.adapter) if job.adapter else None,
-        "adapter_sha256": _sha256(adapter_file) if adapter_file else None,
-        "run_dir": str(job.run_dir) if job.run_dir else None,
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "versions": versions,
-    }
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def glue_key(spec: TaskSpec) -> str | None:
-    """The GLUE metric table's name for a task, if it is a GLUE task."""
-    if not spec.source.startswith("glue:"):
-        return None
-    name = spec.source.partition(":")[2]
-    return "mnli_matched" if name == "mnli" else name
-
-
-def samples_path(output_path: Path, task: str) -> Path:
-    return output_path.with_name(f"{output_path.stem}_samples_{task}.jsonl")
 
 
 def _trained_tasks(model, kind: str) -> list[str] | None:
@@ -263,12 +258,18 @@ def _load_model(job: EvalPlan):
     return tokenizer, model.eval()
 
 
-def execute(
-    job: EvalPlan, *, batch_size: int, split: str, limit: int | None, log_samples: bool, echo=print
-) -> dict:
-    """Score every task of the plan; write and return the report (main process)."""
-    from smora_cli.evaluation.metrics import glue_average
-    from smora_cli.evaluation.runner import score_task, summarise, write_json
+def execute(job: EvalPlan, request: EvalRequest) -> dict:
+    """Score every task of the plan as `request` says; write and return the report (main
+    process)."""
+    from smora_cli.evaluation.results import (
+        build_report,
+        eval_config,
+        glue_names,
+        samples_path,
+        write_results,
+        write_samples,
+    )
+    from smora_cli.evaluation.runner import score_task
     from smora_cli.evaluation.scoring import Scorer
     from smora_cli.models import use_chat_template
     from smora_cli.utils.accel import make_accelerator
@@ -287,7 +288,7 @@ def execute(
         target_max_length=job.target_max_length,
         chat=use_chat_template(job.chat_template, job.kind, tokenizer),
     )
-    results, glue = {}, {}
+    results = {}
     for spec in job.tasks:
         task = resolve_task(spec)
         index = _task_index(spec, trained)
@@ -296,46 +297,40 @@ def execute(
                 f"task {spec.name!r} has {task.num_labels} labels but its head "
                 f"has {model.num_labels[index]}"
             )
-        result = score_task(
+        results[spec.name] = score_task(
             scorer,
             task,
-            split=split,
+            split=request.split,
             task_id=index,
-            batch_size=batch_size,
-            limit=limit,
+            batch_size=job.batch_size,
+            limit=request.limit,
             accelerator=accelerator,
-            log_samples=log_samples,
+            log_samples=request.log_samples,
+            bootstrap_iters=request.bootstrap_iters,
+            seed=request.seed,
         )
-        results[spec.name] = result
-        if glue_key(spec):
-            glue[glue_key(spec)] = result.metrics
-        if log_samples and accelerator.is_main_process:
-            _write_samples(samples_path(job.output_path, spec.name), result.samples)
-    report = {**provenance(job), "split": split, **summarise(results)}
-    if glue:
-        report["glue_average"] = glue_average(glue)
-        report["glue_tasks"] = sorted(glue)
+        if request.log_samples and accelerator.is_main_process:
+            write_samples(samples_path(job.output_path, spec.name), results[spec.name].samples)
+    config = eval_config(
+        model=job.model,
+        kind=job.kind,
+        adapter=job.adapter,
+        run_dir=job.run_dir,
+        split=request.split,
+        limit=request.limit,
+        batch_size=job.batch_size,
+        seed=request.seed,
+        bootstrap_iters=request.bootstrap_iters,
+        num_processes=accelerator.num_processes,
+    )
+    report = build_report(results, config, glue_names([resolve_task(s) for s in job.tasks]))
     if accelerator.is_main_process:
-        write_json(report, job.output_path)
+        write_results(report, job.output_path)
     return report
-
-
-def _write_samples(path: Path, samples: list[dict]) -> None:
-    from smora_cli.evaluation.runner import json_safe
-    from smora_cli.utils.fs import atomic_write_text
-
-    atomic_write_text(path, "".join(json.dumps(json_safe(s)) + "\n" for s in samples))
 
 
 def run_eval(request: EvalRequest, echo=print) -> tuple[dict, EvalPlan]:
     """`smora eval` end to end."""
     job = plan(request, echo)
-    report = execute(
-        job,
-        batch_size=request.batch_size,
-        split=request.split,
-        limit=request.limit,
-        log_samples=request.log_samples,
-        echo=echo,
-    )
+    report = execute(job, request)
     return report, job

@@ -70,11 +70,11 @@ def test_glue_folder_eval_matches_independent_scoring(tmp_path, decoder_dir):
         ),
         echo=lambda *_: None,
     )
-    assert json.loads(out.read_text())["tasks"].keys() == report["tasks"].keys()
+    assert json.loads(out.read_text())["results"].keys() == report["results"].keys()
     for name in GLUE_CASES:
         predicted, gold = independent_predictions(decoder_dir, name, data_dir)
-        metrics = report["tasks"][name]["metrics"]
-        assert report["tasks"][name]["n"] == len(gold) == 12
+        metrics = report["results"][name]
+        assert report["n-samples"][name] == {"original": 12, "effective": 12} and len(gold) == 12
         assert metrics["accuracy" if name != "cola" else "matthews_correlation"] == pytest.approx(
             (predicted == gold).mean() if name != "cola" else matthews_corrcoef(gold, predicted),
             abs=1e-9,
@@ -86,10 +86,12 @@ def test_glue_folder_eval_matches_independent_scoring(tmp_path, decoder_dir):
             for line in (tmp_path / f"results_samples_{name}.jsonl").read_text().splitlines()
         ]
         assert [s["prediction"] for s in samples] == predicted.tolist()
-    assert report["tasks"]["stsb"]["n"] == 12
-    glue = {k: report["tasks"][k]["metrics"] for k in [*GLUE_CASES, "stsb"]}
-    assert report["glue_average"] == pytest.approx(glue_average(glue))
+    assert report["n-samples"]["stsb"]["effective"] == 12
+    glue = {k: report["results"][k] for k in [*GLUE_CASES, "stsb"]}
+    assert report["glue"]["score"] == pytest.approx(glue_average(glue))
+    assert report["glue"]["missing"] == ["qnli", "qqp", "rte", "wnli"]
     assert report["versions"]["torch"] == torch.__version__
+    assert report["config"]["batch_size"] == 5 and report["config"]["limit"] is None
 
 
 def test_stsb_regression_parses_generated_numbers():
@@ -107,7 +109,7 @@ def test_classifier_run_dir_eval_reproduces_training_eval(
         show_progress=False,
         echo=lambda *_: None,
     )
-    trained = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    trained = json.loads((tmp_path / "run" / "eval_validation.json").read_text())
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["smora", "eval", str(tmp_path / "run")])
     with pytest.raises(SystemExit) as done:
@@ -116,9 +118,12 @@ def test_classifier_run_dir_eval_reproduces_training_eval(
     out = capsys.readouterr().out
     assert "results written to" in out
     report = json.loads((tmp_path / "run" / "eval_validation.json").read_text())
-    for task, result in trained["tasks"].items():
-        assert report["tasks"][task]["metrics"] == pytest.approx(result["metrics"])
-    assert report["adapter_sha256"] and report["kind"] == "classifier"
+    for task, result in trained["results"].items():
+        assert {k: v for k, v in report["results"][task].items() if k != "alias"} == pytest.approx(
+            {k: v for k, v in result.items() if k != "alias"}
+        )
+    assert report["config"] == trained["config"]  # same provenance from either command
+    assert report["config"]["adapter_sha256"] and report["config"]["kind"] == "classifier"
     # With no argument, the most recent run under ./runs is picked and named.
     (tmp_path / "runs").mkdir()
     (tmp_path / "run").rename(tmp_path / "runs" / "latest")
@@ -130,12 +135,14 @@ def test_classifier_run_dir_eval_reproduces_training_eval(
 def test_eval_refusals(tmp_path, encoder_dir, decoder_dir):
     with pytest.raises(UserInputError, match="unknown task 'nope'"):
         run_eval(EvalRequest(model=str(decoder_dir), tasks=["nope"]))
-    with pytest.raises(UserInputError, match="--tasks is required"):
+    with pytest.raises(UserInputError, match="--tasks or --task-file is required"):
         run_eval(EvalRequest(model=str(decoder_dir)))
-    with pytest.raises(DataError, match="offline\\? point `source` at local files"):
+    with pytest.raises(DataError, match="offline\\? pass --data-dir DIR or set \\$SMORA_GLUE_DIR"):
         run_eval(EvalRequest(model=str(decoder_dir), tasks=["rte"], kind="causal-lm"))
     data_dir = glue_folder(tmp_path / "glue")
-    with pytest.raises(DataError, match="RTE/dev.tsv not found"):
+    with pytest.raises(
+        UserInputError, match=f"no 'validation' split for task\\(s\\) rte in {data_dir}$"
+    ):
         run_eval(
             EvalRequest(model=str(decoder_dir), tasks=["rte"], data_dir=data_dir, kind="causal-lm")
         )
@@ -168,7 +175,7 @@ def test_more_adapter_refuses_untrained_task(tmp_path, decoder_dir):
         ),
         echo=lambda *_: None,
     )
-    assert set(report["tasks"]) == {"mnli_matched", "sst2"}
+    assert set(report["results"]) == {"mnli_matched", "sst2"}
     with pytest.raises(UserInputError, match="'cola' was not trained by this adapter"):
         run_eval(
             EvalRequest(
@@ -240,3 +247,55 @@ def test_rank_classification_refuses_labels_it_would_truncate(tmp_path, decoder_
     with pytest.raises(DataError, match="target_max_length"):
         with_room(longest).predict(data, [data[0]])
     assert len(with_room(longest + 1).predict(data, [data[0]])) == 1
+
+
+def test_task_file_scores_a_local_task_like_its_glue_twin(tmp_path, decoder_dir):
+    """A task file entry reading SST-2's dev.tsv as a local file is scored exactly as
+    `--tasks sst2 --data-dir` scores GLUE's SST-2 (same prompts, same predictions)."""
+    data_dir = glue_folder(tmp_path / "glue")
+    tsv = data_dir / "SST-2" / "dev.tsv"
+    task_file = tmp_path / "tasks.yaml"
+    task_file.write_text(
+        "tasks:\n"
+        f"  - {{name: sst2, source: {tsv}, splits: {{validation: {tsv}}}, text: sentence,\n"
+        "     labels: [negative, positive]}\n"
+    )
+    common = {"model": str(decoder_dir), "kind": "causal-lm", "log_samples": True}
+    local, _ = run_eval(
+        EvalRequest(task_file=task_file, output_path=tmp_path / "local.json", **common),
+        echo=lambda *_: None,
+    )
+    glue, _ = run_eval(
+        EvalRequest(
+            tasks=["sst2"], data_dir=data_dir, output_path=tmp_path / "glue.json", **common
+        ),
+        echo=lambda *_: None,
+    )
+    assert list(local["results"]) == ["sst2"] and "glue" not in local
+    assert local["results"]["sst2"] == glue["results"]["sst2"]
+    assert (tmp_path / "local_samples_sst2.jsonl").read_text() == (
+        tmp_path / "glue_samples_sst2.jsonl"
+    ).read_text()
+
+
+def test_task_file_refusals(tmp_path, decoder_dir, monkeypatch, capsys):
+    def smora_eval(task_file):
+        monkeypatch.setattr(
+            sys, "argv", ["smora", "eval", "--model", str(decoder_dir), "--task-file", task_file]
+        )
+        with pytest.raises(SystemExit) as done:
+            main()
+        return done.value.code, capsys.readouterr().err.splitlines()[0]
+
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("model: {name_or_path: x}\n")
+    assert smora_eval(str(empty)) == (
+        2,
+        f"error: {empty}: tasks: a task file is a mapping with a non-empty `tasks:` list "
+        "(the recipe format: - {name: ..., source: ..., ...})",
+    )
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("tasks:\n  - {name: a, source: builtin:sentiment, lables: [x, y]}\n")
+    code, line = smora_eval(str(typo))
+    assert code == 2 and "tasks.0.lables: unknown key (did you mean 'labels'?)" in line
+    assert smora_eval(str(tmp_path / "absent.yaml"))[0] == 2
