@@ -18,7 +18,7 @@ _API = {
     "attach": "smora_cli.adapters.inject",
     "count_parameters": "smora_cli.adapters.inject",
     "routing_context": "smora_cli.adapters.inject",
-    "fold": "smora_cli.adapters.fold",
+    "fold": "smora_cli.adapters.folding",
     "rank_map": "smora_cli.adapters.state",
     "save_adapter": "smora_cli.adapters.io",
     "load_adapter": "smora_cli.adapters.io",

@@ -1,34 +1,36 @@
-"""Rank-expert adapters: config, routers, the layer, injection, files and folding."""
+"""Rank-expert adapters: config, routers, the layer, injection, files and folding.
 
-from smora_cli.adapters.config import METHODS, AdapterConfig
-from smora_cli.adapters.fold import fold
-from smora_cli.adapters.inject import (
-    adapter_config_of,
-    adapter_layers,
-    adapters_disabled,
-    attach,
-    count_parameters,
-    routing_context,
-)
-from smora_cli.adapters.io import load_adapter, read_adapter_config, save_adapter
-from smora_cli.adapters.layer import RankExpertLinear
-from smora_cli.adapters.state import on_optimizer_step, rank_map, router_stats
+Names are imported on first use, so that reading a recipe (which needs only
+`adapters.config`) does not import torch.
+"""
 
-__all__ = [
-    "METHODS",
-    "AdapterConfig",
-    "RankExpertLinear",
-    "adapter_config_of",
-    "adapter_layers",
-    "adapters_disabled",
-    "attach",
-    "count_parameters",
-    "fold",
-    "load_adapter",
-    "on_optimizer_step",
-    "rank_map",
-    "read_adapter_config",
-    "router_stats",
-    "routing_context",
-    "save_adapter",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "METHODS": "config",
+    "AdapterConfig": "config",
+    "fold": "folding",
+    "adapter_config_of": "inject",
+    "adapter_layers": "inject",
+    "adapters_disabled": "inject",
+    "attach": "inject",
+    "count_parameters": "inject",
+    "routing_context": "inject",
+    "load_adapter": "io",
+    "read_adapter_config": "io",
+    "save_adapter": "io",
+    "RankExpertLinear": "layer",
+    "on_optimizer_step": "state",
+    "rank_map": "state",
+    "router_stats": "state",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from smora_cli.adapters.config import TOKEN_ROUTED, AdapterConfig
-from smora_cli.adapters.fold import task_index, unload
+from smora_cli.adapters.folding import task_index, unload
 from smora_cli.adapters.inject import attach
 from smora_cli.adapters.io import (
     adapter_state_dict,
