@@ -288,20 +288,20 @@ def execute(job: EvalPlan, request: EvalRequest) -> dict:
         target_max_length=job.target_max_length,
         chat=use_chat_template(job.chat_template, job.kind, tokenizer),
     )
+    indices = {spec.name: _task_index(spec, trained) for spec in job.tasks}  # refuse first
+    for spec in job.tasks:
+        index, labels = indices[spec.name], resolve_task(spec).num_labels
+        if job.kind == "classifier" and model.num_labels[index] not in (labels, 0):
+            raise UserInputError(
+                f"task {spec.name!r} has {labels} labels but its head has {model.num_labels[index]}"
+            )
     results = {}
     for spec in job.tasks:
-        task = resolve_task(spec)
-        index = _task_index(spec, trained)
-        if job.kind == "classifier" and model.num_labels[index] not in (task.num_labels, 0):
-            raise UserInputError(
-                f"task {spec.name!r} has {task.num_labels} labels but its head "
-                f"has {model.num_labels[index]}"
-            )
         results[spec.name] = score_task(
             scorer,
-            task,
+            resolve_task(spec),
             split=request.split,
-            task_id=index,
+            task_id=indices[spec.name],
             batch_size=job.batch_size,
             limit=request.limit,
             accelerator=accelerator,

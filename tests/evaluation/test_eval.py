@@ -14,6 +14,7 @@ from smora_cli.data.glue import GLUE_TASKS
 from smora_cli.data.sources import load_task_split
 from smora_cli.data.tasks import TaskSpec, resolve_task
 from smora_cli.errors import DataError, UserInputError
+from smora_cli.evaluation import runner
 from smora_cli.evaluation.job import EvalRequest, run_eval
 from smora_cli.evaluation.metrics import glue_average
 from smora_cli.evaluation.scoring import Scorer
@@ -155,7 +156,7 @@ def test_eval_refusals(tmp_path, encoder_dir, decoder_dir):
     assert GLUE_TASKS["mnli_matched"].subset == "mnli"
 
 
-def test_more_adapter_refuses_untrained_task(tmp_path, decoder_dir):
+def test_more_adapter_refuses_untrained_task(tmp_path, decoder_dir, monkeypatch):
     from smora_cli.adapters import AdapterConfig, attach, save_adapter
     from smora_cli.models import load_base_model
 
@@ -176,13 +177,20 @@ def test_more_adapter_refuses_untrained_task(tmp_path, decoder_dir):
         echo=lambda *_: None,
     )
     assert set(report["results"]) == {"mnli_matched", "sst2"}
+    scored = []
+    monkeypatch.setattr(runner, "score_task", lambda *a, **k: scored.append(a))
     with pytest.raises(UserInputError, match="'cola' was not trained by this adapter"):
         run_eval(
             EvalRequest(
-                model=str(decoder_dir), adapter=tmp_path / "more", tasks=["cola"], data_dir=data_dir
+                model=str(decoder_dir),
+                adapter=tmp_path / "more",
+                tasks=["sst2", "cola"],
+                data_dir=data_dir,
+                output_path=tmp_path / "refused.json",
             ),
             echo=lambda *_: None,
         )
+    assert scored == [] and not (tmp_path / "refused.json").exists()  # refused before scoring
 
 
 def mnli_scorer(tmp_path, decoder_dir):
