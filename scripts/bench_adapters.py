@@ -6,8 +6,10 @@ Commands (from the repository root):
     python scripts/bench_adapters.py --json bench.json                    # a few minutes on CPU
     python scripts/bench_adapters.py --level layer --tokens 4096 --dim 1024 --profile
     python scripts/bench_adapters.py --device cuda --dtype bfloat16 --json bench_cuda.json
+    python scripts/bench_adapters.py --level real --profile      # the packaged SmolLM2-135M
+    python scripts/bench_adapters.py --level model --model-config llama1b.json --compile
 
-Two levels:
+Levels:
 
 * `layer`: one Llama-shaped linear (in = out = dim, input [batch, tokens/batch, dim] that
   requires grad, as inside a model), forward + backward including the frozen base matmul, and
@@ -21,10 +23,20 @@ Two levels:
 * `lm`: a causal-LM train step (LoRA, vocabulary `--lm-vocab`) whose loss covers the last
   `--lm-target` tokens: logits of that window only (`lm-window`, what `smora train` does)
   against logits of every position (`lm-full-logits`, a plain `model(...).logits` loss).
+* `real`: one AdamW step of a real decoder (`--model PATH`, default the packaged
+  SmolLM2-135M-Instruct) with adapters on every linear layer, r=32, k=8 (moe-lora: 8 experts
+  of rank 4, top-2), every method against LoRA r=32, under two losses: the causal-LM loss
+  `smora train` uses (`example_losses` on the last `--real-target` tokens: vocabulary logits
+  of that window only; rows `real`) and the full-sequence next-token loss (`real-full`).
+  The models are built once and shared by both losses.
 * `eval`: rank classification of `--eval-examples` prompts against `--eval-labels` labels on
   the same Llama with a smora adapter: each prompt once, then every label on its key/value
   cache (`rankcls`, what `smora eval` does); every (example, label) pair as its own sequence,
   all in one batch (`rankcls-pairs`); one forward per pair (`rankcls-loop`).
+
+`--model-config FILE` replaces the model level's Llama by a config.json (e.g. the GPU
+check's 1B Llama); `--compile` runs every case through `torch.compile` (`--compile-backend`),
+its compilation time (the first warm-up call) in `compile_s`.
 
 Ratios: every row is divided by `lora` of the same total rank r at the same level, measured in
 this process, except the folded models, which are divided by the plain base model (`base`,
@@ -41,6 +53,10 @@ On CUDA the growth is `max_memory_allocated - memory_allocated` around the step;
 replayed from the allocation events of `torch.profiler(profile_memory=True)` (tensor storage
 through torch's CPU allocator, so oneDNN/MKL scratch space and allocator caching are not
 counted, identically for every method).
+
+`--profile` prints the top operators of three training steps per case (device time on CUDA)
+and each case's shares of GEMM and routing ops (smora_cli/bench/profile.py); the JSON holds
+them under `profile`.
 
 Noise: on a shared or virtual machine other processes inflate the small operators of routed
 adapters far more than the large base GEMM (an OpenMP thread that loses its core stalls every
@@ -80,6 +96,7 @@ from smora_cli.adapters import (
     routing_context,
 )
 from smora_cli.adapters.state import aux_losses, clear_aux, weighted_aux_loss
+from smora_cli.bench import profile as op_profile
 from smora_cli.data.collate import IGNORE
 from smora_cli.evaluation.scoring import shared_prompt_log_likelihoods
 from smora_cli.models import example_losses
@@ -105,6 +122,9 @@ PRESETS = {
         "eval_labels": 4,
         "lm_vocab": 32000,
         "lm_target": 16,
+        "real_batch": 4,
+        "real_seq": 64,
+        "real_target": 16,
     },
     "quick": {
         "tokens": 1024,
@@ -122,6 +142,9 @@ PRESETS = {
         "eval_labels": 2,
         "lm_vocab": 8000,
         "lm_target": 8,
+        "real_batch": 2,
+        "real_seq": 32,
+        "real_target": 8,
     },
 }
 LEGEND = (
@@ -140,6 +163,16 @@ ADAPTER_CASES = (
     ("lora", 32, None, 1, 32),
     ("flylora", 32, 8, 1, 32),
 )
+# Issue 20's real-decoder setting (method, r, k, expert_rank): all against LoRA r=32.
+REAL_CASES = (
+    ("lora", 32, None, 1),
+    ("smora", 32, 8, 1),
+    ("moe-lora", 32, 8, 4),  # 8 experts of rank 4, top-2
+    ("more", 32, None, 1),
+    ("hydra", 32, None, 1),
+    ("flylora", 32, 8, 1),
+)
+REAL_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 @dataclass
@@ -159,6 +192,9 @@ class Case:
     times: dict[str, list[float]] = field(default_factory=lambda: {"train": [], "forward": []})
     peak_bytes: int | None = None
     flops: int | None = None  # matmul FLOPs of one train step (forward for forward-only cases)
+    tokens: int = 0  # tokens of one step (tokens/s)
+    compile_s: float | None = None  # the first (compiling) call under --compile
+    profile: dict | None = None  # --profile: shares of GEMM and routing ops, top ops
 
     @property
     def key(self) -> str:
@@ -335,6 +371,7 @@ def layer_case(
         train,
         forward,
         static_bytes=tensor_bytes(module, x),
+        tokens=x.shape[0] * x.shape[1],
     )
 
 
@@ -370,9 +407,19 @@ def layer_cases(args: argparse.Namespace, env: Env) -> list[Case]:
 
 # --------------------------------------------------------------------------- model level
 def llama_template(args: argparse.Namespace, env: Env, vocab: int = 1000) -> nn.Module:
-    """A random-init Llama; intermediate = 2.6875 dim (Llama's 1376/512), heads of 64."""
+    """A random-init Llama; intermediate = 2.6875 dim (Llama's 1376/512), heads of 64.
+
+    `--model-config` replaces these shapes by a config.json (its vocabulary too).
+    """
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    if args.model_config is not None:
+        config = LlamaConfig.from_json_file(str(args.model_config))
+        config.max_position_embeddings = max(config.max_position_embeddings, args.model_seq)
+        torch.manual_seed(0)
+        with torch.device(env.device):  # a 1B model initialises in seconds on a GPU
+            model = LlamaForCausalLM(config)
+        return model.to(dtype=env.dtype)
     dim = args.model_dim
     heads = max(1, dim // 64)
     config = LlamaConfig(
@@ -436,7 +483,19 @@ def model_case(
     forward = model_forward(model, method, ids)
     # The optimizer's state appears during warm-up; measure_memory adds it then.
     static = tensor_bytes(model, ids)
-    return Case(method, "model", r, k, baseline, model, train, forward, static, optimizer)
+    return Case(
+        method,
+        "model",
+        r,
+        k,
+        baseline,
+        model,
+        train,
+        forward,
+        static,
+        optimizer,
+        tokens=ids.numel(),
+    )
 
 
 def peft_model(template: nn.Module, r: int) -> nn.Module:
@@ -465,7 +524,8 @@ def model_cases(args: argparse.Namespace, env: Env) -> list[Case]:
     """The model-level cases: each adapter method, PEFT LoRA, base and folded models."""
     template = llama_template(args, env)
     torch.manual_seed(3)
-    ids = torch.randint(0, 1000, (args.model_batch, args.model_seq), device=env.device)
+    vocab = min(1000, template.config.vocab_size)
+    ids = torch.randint(0, vocab, (args.model_batch, args.model_seq), device=env.device)
     base = Case(
         "base",
         "model",
@@ -605,7 +665,85 @@ def lm_cases(args: argparse.Namespace, env: Env) -> list[Case]:
     return [case("lm-window", window), case("lm-full-logits", full)]
 
 
-LEVELS = {"layer": layer_cases, "model": model_cases, "eval": eval_cases, "lm": lm_cases}
+# --------------------------------------------------------------------------- real level
+def real_model(args: argparse.Namespace, env: Env) -> nn.Module:
+    """The decoder of `--model` (default: the packaged SmolLM2, converted once and cached)."""
+    from transformers import AutoModelForCausalLM
+
+    from smora_cli.model_sources import resolve_model_path
+
+    path = args.model or resolve_model_path(REAL_MODEL)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=env.dtype)
+    return model.to(env.device).requires_grad_(False)
+
+
+def lm_steps(
+    model: nn.Module, method: str, batch: dict[str, Tensor], optimizer: torch.optim.Optimizer
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(train step, forward) of `smora train`'s causal-LM loss on `batch` (its labels decide
+    the window), with the routers' auxiliary losses and balance updates."""
+    config = model.smora_config
+    task_ids = batch["task_ids"]
+
+    def train() -> None:
+        with routed(model, method, task_ids):
+            losses, counts = example_losses(model, batch, "causal-lm")
+            loss = losses.sum() / counts.sum()
+            aux = weighted_aux_loss(aux_losses(model), config)
+            (loss if aux is None else loss + aux).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        on_optimizer_step(model)
+        clear_aux(model)
+
+    def forward() -> None:
+        with torch.no_grad(), routed(model, method, task_ids):
+            example_losses(model, batch, "causal-lm")
+
+    return train, forward
+
+
+def real_cases(args: argparse.Namespace, env: Env) -> list[Case]:
+    """Every method on the real decoder, under the target-window and the full-sequence loss."""
+    template = real_model(args, env)
+    torch.manual_seed(6)
+    shape = (args.real_batch, args.real_seq)
+    ids = torch.randint(0, template.config.vocab_size, shape, device=env.device)
+    common = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "task_ids": task_ids_for(args.real_batch, env.device),
+    }
+    batches = {"real": {**common, "labels": ids[:, -args.real_target :]}}
+    batches["real-full"] = {**common, "labels": ids}
+    cases = []
+    for method, r, k, p in REAL_CASES:
+        if method not in args.methods:
+            continue
+        torch.manual_seed(2)
+        model = attach(copy.deepcopy(template), adapter_config(method, r, k, p))
+        randomise_adapter(model)
+        params = [q for q in model.parameters() if q.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=1e-4)
+        static = tensor_bytes(model, ids)
+        active = model.smora_config.activated_rank
+        for level, batch in batches.items():
+            train, forward = lm_steps(model, method, batch, optimizer)
+            baseline = f"{level}/lora/32"
+            cases.append(
+                Case(method, level, r, active, baseline, model, train, forward, static, optimizer)
+            )
+            cases[-1].tokens = ids.numel()
+    return cases
+
+
+LEVELS = {
+    "layer": layer_cases,
+    "model": model_cases,
+    "eval": eval_cases,
+    "lm": lm_cases,
+    "real": real_cases,  # rows at levels `real` and `real-full`
+}
 
 
 # --------------------------------------------------------------------------- measuring
@@ -625,8 +763,10 @@ def run_rounds(cases: list[Case], phase: str, args: argparse.Namespace, env: Env
     active = [c for c in cases if getattr(c, phase) is not None]
     for case in active:
         case.module.train(phase == "train")
-        for _ in range(args.warmup):
-            getattr(case, phase)()
+        for i in range(args.warmup):
+            seconds = timed(getattr(case, phase), 1, env)
+            if i == 0 and args.compile:  # the call that compiled this phase's graph
+                case.compile_s = (case.compile_s or 0.0) + seconds
     gc.collect()
     gc.disable()  # a collection inside a timed block would charge one case at random
     try:
@@ -722,6 +862,7 @@ def result_rows(cases: list[Case]) -> list[dict]:
     for case in cases:
         base = by_key.get(case.baseline or "")
         train, forward = median_ms(case, "train"), median_ms(case, "forward")
+        rate = case.tokens / (train / 1e3) if train and case.tokens else None
         # FLOPs compare like with like: a train step with a train step, a forward with a forward.
         same_phase = base is not None and (base.train is None) == (case.train is None)
         rows.append(
@@ -734,8 +875,11 @@ def result_rows(cases: list[Case]) -> list[dict]:
                 "forward_ratio": ratio(forward, median_ms(base, "forward")),
                 "peak_mem_ratio": ratio(case.peak_bytes, base.peak_bytes if base else None),
                 "flop_ratio": ratio(case.flops, base.flops if same_phase else None),
+                "flops": case.flops,
                 "train_ms": None if train is None else round(train, 3),
                 "forward_ms": None if forward is None else round(forward, 3),
+                "tokens_per_s": None if rate is None else round(rate, 1),
+                "compile_s": None if case.compile_s is None else round(case.compile_s, 2),
             }
         )
     return rows
@@ -747,18 +891,19 @@ def format_table(rows: list[dict], cases: list[Case]) -> str:
         return "-".rjust(width) if value is None else format(value, spec)
 
     header = (
-        f"{'method':<14} {'level':<6} {'r':>3} {'k':>3} {'train ms':>9} {'train x':>8} "
-        f"{'fwd ms':>8} {'fwd x':>7} {'peak MB':>8} {'mem x':>6} {'flop x':>6} {'iqr%':>5}  vs"
+        f"{'method':<14} {'level':<9} {'r':>3} {'k':>3} {'train ms':>9} {'train x':>8} "
+        f"{'fwd ms':>8} {'fwd x':>7} {'peak MB':>8} {'mem x':>6} {'flop x':>6} {'tok/s':>9} "
+        f"{'iqr%':>5}  vs"
     )
     lines = [header, "-" * len(header)]
     for row, case in zip(rows, cases, strict=True):
         peak_mb = None if case.peak_bytes is None else case.peak_bytes / 2**20
         lines.append(
-            f"{row['method']:<14} {row['level']:<6} {cell(row['r'], '>3')} {cell(row['k'], '>3')} "
+            f"{row['method']:<14} {row['level']:<9} {cell(row['r'], '>3')} {cell(row['k'], '>3')} "
             f"{cell(row['train_ms'], '>9.2f')} {cell(row['train_ratio'], '>8.3f')} "
             f"{cell(row['forward_ms'], '>8.2f')} {cell(row['forward_ratio'], '>7.3f')} "
             f"{cell(peak_mb, '>8.1f')} {cell(row['peak_mem_ratio'], '>6.3f')} "
-            f"{cell(row['flop_ratio'], '>6.3f')} "
+            f"{cell(row['flop_ratio'], '>6.3f')} {cell(row['tokens_per_s'], '>9.0f')} "
             f"{cell(spread_pct(case), '>5.1f')}  "
             f"{(case.baseline or '-').replace('/None', '')}"
         )
@@ -781,7 +926,14 @@ def versions() -> dict[str, str]:
 
 def meta(args: argparse.Namespace, env: Env) -> dict:
     shapes = {key: getattr(args, key) for key in PRESETS["full"]}
-    shapes.update(levels=args.level, methods=args.methods, quick=args.quick)
+    shapes.update(
+        levels=args.level,
+        methods=args.methods,
+        quick=args.quick,
+        model_config=None if args.model_config is None else str(args.model_config),
+        real_model=args.model or (REAL_MODEL if "real" in args.level else None),
+        compile=args.compile_backend if args.compile else None,
+    )
     return {
         "versions": versions(),
         "shapes": shapes,
@@ -792,22 +944,41 @@ def meta(args: argparse.Namespace, env: Env) -> dict:
 
 
 # --------------------------------------------------------------------------- profiling
-def print_profiles(cases: list[Case], env: Env, rows: int = 12) -> None:
-    """Top operators of three training steps per layer-level case (`--profile`)."""
+def profile_cases(cases: list[Case], env: Env, rows: int = 12) -> None:
+    """`--profile`: top operators of three training steps per case, GEMM and routing shares.
+
+    Each case's summary goes to `case.profile`; routing shares are also given against the
+    case's baseline (LoRA of the same rank: the ops a router adds).
+    """
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if env.cuda else [])
     sort_by = "self_device_time_total" if env.cuda else "self_cpu_time_total"
     for case in cases:
-        if case.level != "layer" or case.train is None:
+        if case.train is None:
             continue
         case.module.train(True)
         with profile(activities=activities) as prof:
             for _ in range(3):
                 case.train()
             env.sync()
+        events = prof.key_averages()
+        case.profile = op_profile.summarise(op_profile.op_times(events, env.cuda), top=rows)
         print(f"\n=== {case.key}: top ops of 3 train steps, by {sort_by}")
-        print(prof.key_averages().table(sort_by=sort_by, row_limit=rows))
+        print(events.table(sort_by=sort_by, row_limit=rows))
+    summaries = {case.key: case.profile for case in cases if case.profile}
+    for case in cases:
+        if case.profile and case.baseline in summaries:
+            excess = op_profile.routing_excess(summaries, case.baseline)[case.key]
+            case.profile["routing_excess"] = excess
+    print(f"\n{'case':<24} {'gemm %':>7} {'routing %':>10} {'vs lora':>8}")
+    for key, summary in summaries.items():
+        excess = summary.get("routing_excess")
+        print(
+            f"{key:<24} {100 * (summary['gemm_share'] or 0):>7.1f} "
+            f"{100 * (summary['routing_share'] or 0):>10.1f} "
+            f"{'-' if excess is None else format(100 * excess, '+.1f'):>8}"
+        )
 
 
 # --------------------------------------------------------------------------- main
@@ -832,13 +1003,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         + ",".join(ADAPTER_METHODS + EXTRA_METHODS)
         + " (lora is always run: it is the baseline)",
     )
-    parser.add_argument("--level", type=csv_list, default=list(LEVELS))
+    parser.add_argument(
+        "--level",
+        type=csv_list,
+        default=[level for level in LEVELS if level != "real"],
+        help=f"comma list of {','.join(LEVELS)} (default: all but real)",
+    )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--quick", action="store_true", help="small shapes, well under a minute")
-    parser.add_argument("--profile", action="store_true", help="print top ops per layer case")
+    parser.add_argument(
+        "--profile", action="store_true", help="top ops, GEMM and routing shares per case"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument(
+        "--model-config", type=Path, default=None, help="model level: a Llama config.json"
+    )
+    parser.add_argument(
+        "--model", default=None, help=f"real level: a decoder directory (default {REAL_MODEL})"
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile every case")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend")
     args = parser.parse_args(argv)
     preset = PRESETS["quick" if args.quick else "full"]
     for key, value in preset.items():
@@ -851,6 +1037,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             f"unknown methods {sorted(unknown)} / levels {sorted(bad_level)}, or "
             f"--tokens {args.tokens} is not a multiple of --batch {args.batch}"
         )
+    for flag, path in (("--model-config", args.model_config), ("--model", args.model)):
+        if path is not None and not Path(path).exists():
+            parser.error(f"{flag} {path}: no such file or directory")
+    if args.real_target >= args.real_seq:
+        parser.error(f"--real-target {args.real_target} must be below --real-seq {args.real_seq}")
     args.methods = ["lora", *(m for m in args.methods if m != "lora")]
     return args
 
@@ -876,12 +1067,15 @@ def main(argv: list[str] | None = None) -> dict:
         if level not in args.level:
             continue
         level_cases = build(args, env)
+        if args.compile:
+            for module in {id(case.module): case.module for case in level_cases}.values():
+                module.compile(backend=args.compile_backend)
         for phase in ("train", "forward"):
             run_rounds(level_cases, phase, args, env)
         measure_memory(level_cases, env)
         count_flops(level_cases)
         if args.profile:
-            print_profiles(level_cases, env)
+            profile_cases(level_cases, env)
         cases += level_cases
     rows = result_rows(cases)
     print(format_table(rows, cases))
@@ -890,6 +1084,8 @@ def main(argv: list[str] | None = None) -> dict:
     report_eval(rows, args)
     print(f"total {time.perf_counter() - started:.1f} s", flush=True)
     document = {"meta": meta(args, env), "results": rows}
+    if args.profile:
+        document["profile"] = {case.key: case.profile for case in cases if case.profile}
     if args.json is not None:
         write_json(args.json, document)
     return document
