@@ -1068,6 +1068,11 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         level_cases = build(args, env)
         if args.compile:
+            # Every case's model runs the same forward code: dynamo keeps one compiled entry
+            # per model and phase on it, far more than its default limit of 8 (beyond which it
+            # would fall back to eager without a word).
+            torch._dynamo.config.cache_size_limit = 16 * len(level_cases)
+            torch._dynamo.config.accumulated_cache_size_limit = 64 * len(level_cases)
             for module in {id(case.module): case.module for case in level_cases}.values():
                 module.compile(backend=args.compile_backend)
         for phase in ("train", "forward"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -23,12 +24,12 @@ def loss_agreement(reference: dict[int, float], other: dict[int, float], rtol: f
     Steps missing from `other` (a run that stopped early) fail the comparison.
     """
     missing = sorted(set(reference) - set(other))
-    worst_step, worst = None, 0.0
-    for step in sorted(set(reference) & set(other)):
-        diff = abs(other[step] - reference[step]) / max(abs(reference[step]), 1e-12)
-        if not diff <= worst:  # also takes a NaN as the worst
-            worst_step, worst = step, diff
-    finite = worst == worst
+    diffs = {
+        step: abs(other[step] - reference[step]) / max(abs(reference[step]), 1e-12)
+        for step in sorted(set(reference) & set(other))
+    }
+    worst_step, worst = _worst(diffs)
+    finite = math.isfinite(worst)
     return {
         "max_rel_diff": worst if finite else None,
         "at_step": worst_step,
@@ -49,24 +50,33 @@ def tensor_agreement(
     if reference.keys() != other.keys():
         only = sorted(reference.keys() ^ other.keys())
         return {"ok": False, "rtol": rtol, "problem": f"different tensors, e.g. {only[0]}"}
-    worst_key, worst = None, 0.0
+    diffs = {}
     for key, expected in reference.items():
         got = other[key]
         if got.shape != expected.shape:
             problem = f"{key}: shape {tuple(got.shape)} vs {tuple(expected.shape)}"
             return {"ok": False, "rtol": rtol, "problem": problem}
         expected, got = expected.double(), got.double()
-        scale = float(expected.norm()) or 1.0
-        diff = float((got - expected).norm()) / scale
-        if not diff <= worst:
-            worst_key, worst = key, diff
-    finite = worst == worst
+        diffs[key] = float((got - expected).norm()) / (float(expected.norm()) or 1.0)
+    worst_key, worst = _worst(diffs)
+    finite = math.isfinite(worst)
     return {
         "max_rel_diff": worst if finite else None,
         "worst_tensor": worst_key,
         "rtol": rtol,
         "ok": finite and worst <= rtol and bool(reference),
     }
+
+
+def _worst(diffs: dict) -> tuple:
+    """(key, value) of the largest difference; a NaN or inf counts as the largest."""
+    worst_key, worst = None, 0.0
+    for key, diff in diffs.items():
+        if not math.isfinite(diff):
+            return key, math.inf
+        if diff > worst:
+            worst_key, worst = key, diff
+    return worst_key, worst
 
 
 def adapter_tensors(adapter_dir: Path) -> dict[str, torch.Tensor]:

@@ -294,13 +294,23 @@ def bench_command(check: Check, name: str, flags: list[str], cap: float) -> dict
     return json.loads(output.read_text())
 
 
-def section_bench(check: Check) -> None:
-    plan, section = check.plan, check.report.section("bench")
-    flags = ["--level", "layer,model", "--model-config", str(check.work / "config.json")]
+def eager_bench_flags(plan: cp.Plan, work: Path) -> list[str]:
+    """Layer and model level, profiled (after --device and --dtype)."""
+    flags = ["--level", "layer,model", "--model-config", str(work / "config.json")]
     flags += [*plan.bench, *plan.bench_layer, "--profile"]
-    if plan.bench_methods:
-        flags += ["--methods", plan.bench_methods]
-    document = bench_command(check, "eager", flags, cap=240)
+    return flags + (["--methods", plan.bench_methods] if plan.bench_methods else [])
+
+
+def compile_bench_flags(plan: cp.Plan, work: Path, compiled: bool) -> list[str]:
+    """The model level at `plan.compile_layers` layers, eager or compiled."""
+    flags = ["--level", "model", "--model-config", str(work / "config-compile.json")]
+    flags += [*plan.bench, "--methods", plan.compile_methods]
+    return flags + (["--compile", "--compile-backend", plan.compile_backend] if compiled else [])
+
+
+def section_bench(check: Check) -> None:
+    section = check.report.section("bench")
+    document = bench_command(check, "eager", eager_bench_flags(check.plan, check.work), cap=240)
     if document is not None:
         section["eager"] = document
     check.report.save()
@@ -347,13 +357,12 @@ def kernel_decisions(document: dict) -> list[dict]:
 def section_compile(check: Check) -> None:
     """The model level at `compile_layers` layers, eager then compiled, same methods."""
     plan, section = check.plan, check.report.section("compile")
-    flags = ["--level", "model", "--model-config", str(check.work / "config-compile.json")]
-    flags += [*plan.bench, "--methods", plan.compile_methods]
-    eager = bench_command(check, "compile-eager", flags, cap=120)
+    eager_flags = compile_bench_flags(plan, check.work, compiled=False)
+    eager = bench_command(check, "compile-eager", eager_flags, cap=120)
     if eager is None or check.budget.spent():
         check.report.skip("compiled bench", "eager reference failed or time budget spent")
         return
-    compiled_flags = [*flags, "--compile", "--compile-backend", plan.compile_backend]
+    compiled_flags = compile_bench_flags(plan, check.work, compiled=True)
     compiled = bench_command(check, "compiled", compiled_flags, cap=300)
     if compiled is None:
         return
