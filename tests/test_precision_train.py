@@ -36,13 +36,28 @@ def _adapter(run_dir):
     return load_file(run_dir / "adapter" / "adapter_model.safetensors")
 
 
-@pytest.mark.parametrize("precision", sorted(PRECISIONS))
-@pytest.mark.parametrize(
-    "method", [{"method": "smora", "r": 8, "k": 2}, {"method": "more", "r": 4}]
-)
+METHODS = {
+    "lora": {"method": "lora", "r": 4},
+    "moe-lora": {"method": "moe-lora", "r": 8, "k": 4, "expert_rank": 2},
+    "smora": {"method": "smora", "r": 8, "k": 2},
+    "smora-h-gate": {"method": "smora", "r": 8, "k": 2, "gate_uses_bias": False},
+    "flylora": {"method": "flylora", "r": 8, "k": 2},
+    "more": {"method": "more", "r": 4},
+    "hydra": {"method": "hydra", "r": 4},
+}
+# Every method under autocast; the bf16-weights path differs only below the adapter (the base
+# runs in bf16, the adapter input is cast up), so two methods cover it end to end.
+CASES = [("autocast-bf16", name) for name in METHODS] + [
+    ("bf16-weights", "smora"),
+    ("bf16-weights", "more"),
+]
+
+
+@pytest.mark.parametrize("precision,name", CASES)
 def test_bf16_training_resumes_to_the_uninterrupted_adapter(
-    tmp_path, decoder_dir, precision, method, monkeypatch
+    tmp_path, decoder_dir, precision, name, monkeypatch
 ):
+    method = METHODS[name]
     quiet = {"show_progress": False, "echo": lambda *_: None}
     whole = run(_recipe(decoder_dir, tmp_path, precision, method, "whole", 4), **quiet)
     original = Trainer._optimizer_step
