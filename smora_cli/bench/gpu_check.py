@@ -189,6 +189,8 @@ def section_train(check: Check) -> None:
                 check.report.skip(f"train {variant} {precision}", "time budget spent")
                 continue
             run_dir = check.work / "runs" / f"{variant}-{precision}"
+            if precision != "bf16-weights":  # only the run that resumes needs checkpoints
+                extra = {**extra, "train.save_steps": check.plan.steps + 1}
             entry = train_run(check, variant, run_dir, extra)
             section["runs"].append({"variant": variant, "precision": precision, **entry})
             runs[precision] = run_dir if entry["exit_code"] == 0 else None
