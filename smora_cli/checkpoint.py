@@ -108,6 +108,7 @@ def check_run_dir(run_dir: Path, recipe: Recipe, *, overwrite: bool, resume: boo
         )
     if resume:
         _check_same_architecture(run_dir, recipe)
+        _check_steps(run_dir, recipe)
         return "resume"
     if overwrite:
         return "replace"
@@ -192,6 +193,17 @@ def _check_same_architecture(run_dir: Path, recipe: Recipe) -> None:
             f"cannot resume {run_dir}: recipe section(s) {', '.join(changed)} "
             "differ from the run's resolved_recipe.yaml, so its checkpoints do "
             "not fit; use --overwrite or another output_dir"
+        )
+
+
+def _check_steps(run_dir: Path, recipe: Recipe) -> None:
+    """A checkpoint past train.max_steps would end the run with more training than asked."""
+    latest = latest_checkpoint(run_dir)
+    if latest is not None and latest[0] > recipe.train.max_steps:
+        raise UserInputError(
+            f"cannot resume {run_dir} at step {latest[0]} with train.max_steps "
+            f"{recipe.train.max_steps}; set train.max_steps to at least {latest[0]}, or "
+            "use --overwrite"
         )
 
 

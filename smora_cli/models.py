@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from smora_cli.data.collate import IGNORE
 from smora_cli.errors import AdapterError, UserInputError
 from smora_cli.model_sources import packaged_install_hint, resolve_model_path
-from smora_cli.preflight import ensure_pad_token
+from smora_cli.preflight import check_special_tokens, check_tokenizer_files
 
 HEADS_WEIGHTS = "task_heads.safetensors"
 HEADS_CONFIG = "task_heads.json"
@@ -43,11 +43,12 @@ def load_tokenizer(name_or_path: str, *, kind: str, trust_remote_code: bool = Fa
     from transformers import AutoTokenizer
 
     path = resolve_model_path(name_or_path)
+    check_tokenizer_files(path, name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise _load_error("tokenizer", name_or_path, e) from e
-    ensure_pad_token(tokenizer, name_or_path)
+    check_special_tokens(tokenizer, name_or_path, kind)
     if kind == "causal-lm":
         tokenizer.padding_side = "right"
     return tokenizer

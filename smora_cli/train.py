@@ -43,7 +43,7 @@ from smora_cli.models import (
     use_chat_template,
 )
 from smora_cli.optim import adamw, lr_factor, set_lr
-from smora_cli.preflight import check_lengths
+from smora_cli.preflight import check_eval_split, check_lengths, single_class_warnings
 from smora_cli.recipe import Recipe, save_resolved
 from smora_cli.utils.accel import make_accelerator
 from smora_cli.utils.fs import WRITE_ERRORS, atomic_directory, fsync_tree, write_failure
@@ -134,6 +134,7 @@ class Trainer:
         set_seed(recipe.train.seed)  # before the model: heads and adapters init from it
         self.kind = recipe.model.kind
         self.tasks = [resolve_task(spec) for spec in recipe.tasks]
+        check_eval_split(self.tasks, recipe.eval)
         with accelerator.main_process_first():  # the offline suite is materialised once
             self.train_data = [
                 load_task_split(
@@ -146,6 +147,8 @@ class Trainer:
                 )
                 for i, task in enumerate(self.tasks)
             ]
+        for line in single_class_warnings(self.train_data):
+            self.echo(line)
         self.tokenizer = load_tokenizer(
             recipe.model.tokenizer or recipe.model.source,
             kind=self.kind,

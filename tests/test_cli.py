@@ -93,6 +93,7 @@ def test_missing_model_and_taken_output_dir(monkeypatch, capsys, tmp_path, encod
 def test_training_failure_exits_1(monkeypatch, capsys, tmp_path, encoder_dir):
     data = classifier_recipe(encoder_dir, tmp_path / "data", tmp_path / "run")
     data["tasks"][1]["source"] = str(tmp_path / "huge")
+    data["eval"]["at_end"] = False  # no validation split: training alone is under test
     (tmp_path / "huge").mkdir()
     (tmp_path / "huge" / "train.jsonl").write_text(
         '{"text": "a", "text_b": "b", "label": 3e38}\n' * 8

@@ -21,6 +21,7 @@ from smora_cli.checkpoint import STATE_NAME, checkpoint_dirs
 from smora_cli.errors import JobError
 from smora_cli.recipe import recipe_from_dict
 from smora_cli.train import run
+from tests.cli_helpers import cli, recipe_file
 from tests.fixtures import classifier_recipe
 
 COMPLETE = {
@@ -160,30 +161,8 @@ def test_output_dir_that_cannot_be_created(tmp_path, encoder_dir):
     assert (tmp_path / "file").read_text() == "not a folder"
 
 
-def cli(monkeypatch, capsys, *args):
-    """`smora ARGS` in-process: (exit code, stdout, the one `error:` line or None)."""
-    from smora_cli.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["smora", *map(str, args)])
-    with pytest.raises(SystemExit) as done:
-        main()
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) <= 1, err
-    return done.value.code or 0, out, (errors[0] if errors else None)
-
-
 def tree(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-
-
-def recipe_file(tmp_path, encoder_dir, **train):
-    data = classifier_recipe(encoder_dir, tmp_path / "data", tmp_path / "run", **train)
-    data["eval"]["at_end"] = False
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def test_divergence_names_a_finite_checkpoint_before_it(tmp_path, encoder_dir, monkeypatch, capsys):

@@ -3,41 +3,16 @@ right exit code, and nothing written, deleted or left behind."""
 
 import os
 import signal
-import sys
 
 import pytest
-import yaml
 
-from tests.fixtures import classifier_recipe
-
-
-def cli(monkeypatch, capsys, *args):
-    """`smora ARGS` in-process: (exit code, stdout, the one `error:` line or None)."""
-    from smora_cli.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["smora", *map(str, args)])
-    with pytest.raises(SystemExit) as done:
-        main()
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) <= 1, err
-    return done.value.code or 0, out, (errors[0] if errors else None)
+from tests.cli_helpers import cli, nothing_left, recipe_file
 
 
 @pytest.fixture
 def recipe(tmp_path, encoder_dir):
     """A valid two-task recipe on the tiny encoder; the run directory is tmp_path/run."""
-    data = classifier_recipe(encoder_dir, tmp_path / "data", tmp_path / "run", max_steps=2)
-    data["eval"]["at_end"] = False
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def nothing_left(tmp_path):
-    """No run directory, lock file or temporary beside where the run would be."""
-    return sorted(p.name for p in tmp_path.iterdir()) == ["data", "recipe.yaml"]
+    return recipe_file(tmp_path, encoder_dir, max_steps=2)
 
 
 def test_a_broken_list_override_and_a_bad_regex(tmp_path, recipe, monkeypatch, capsys):

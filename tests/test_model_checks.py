@@ -6,7 +6,7 @@ import pytest
 from huggingface_hub import constants
 
 from smora_cli.errors import UserInputError
-from smora_cli.preflight import ensure_pad_token, position_limit
+from smora_cli.preflight import check_special_tokens, position_limit
 from smora_cli.utils import hub
 from tests import tiny_models as tm
 
@@ -76,12 +76,14 @@ def bare_tokenizer(**special):
 
 def test_a_tokenizer_without_a_pad_token():
     tokenizer = bare_tokenizer(unk_token="[UNK]")
-    ensure_pad_token(tokenizer, "my-model")
+    check_special_tokens(tokenizer, "my-model", "classifier")
     assert tokenizer.pad_token == "[UNK]"  # masked out of attention and loss anyway
     padded = tokenizer(["a", "a b a"], padding=True)
     assert padded["input_ids"][0] == [0, 2, 2] and padded["attention_mask"][0] == [1, 0, 0]
     with pytest.raises(UserInputError, match="the tokenizer of my-model has no padding token"):
-        ensure_pad_token(bare_tokenizer(), "my-model")
+        check_special_tokens(bare_tokenizer(), "my-model", "classifier")
+    with pytest.raises(UserInputError, match="my-model has no end-of-sequence token, which ends"):
+        check_special_tokens(bare_tokenizer(unk_token="[UNK]"), "my-model", "causal-lm")
 
 
 def test_position_limits_of_learned_and_rotary_positions():

@@ -184,7 +184,7 @@ def test_missing_or_empty_model_is_a_user_error(tmp_path, encoder_dir):
         train(recipe)
     (tmp_path / "empty-model").mkdir()
     recipe = classifier_recipe(tmp_path / "empty-model", tmp_path / "data", tmp_path / "run")
-    with pytest.raises(UserInputError, match="cannot load tokenizer"):
+    with pytest.raises(UserInputError, match="empty-model has no tokenizer files"):
         train(recipe)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,7 @@ def read_adapter_config(directory: str | os.PathLike) -> AdapterConfig:
     if data.get("method") not in METHODS:
         raise AdapterError(
             f"{config_path}: unknown method {data.get('method')!r}; known: {', '.join(METHODS)}"
+            + _newer_writer(data)
         )
     fields = {
         key: value for key, value in data.items() if key not in ("peft_type", "smora_version")
@@ -176,7 +178,24 @@ def read_adapter_config(directory: str | os.PathLike) -> AdapterConfig:
     try:
         return AdapterConfig.from_dict(fields)
     except (AdapterError, TypeError) as e:
-        raise AdapterError(f"{config_path}: {e}") from e
+        raise AdapterError(f"{config_path}: {e}{_newer_writer(data)}") from e
+
+
+def _newer_writer(data: dict[str, Any]) -> str:
+    """Why an adapter has keys or a method this smora does not know: a newer smora wrote it."""
+    written = data.get("smora_version")
+    if written is None or _release(written) <= _release(__version__):
+        return ""
+    return (
+        f"; it was written by smora {written}, newer than this smora {__version__}: "
+        "upgrade smora to load it"
+    )
+
+
+def _release(version: Any) -> tuple[int, ...]:
+    """(major, minor, patch) of a version string; () when it has none."""
+    match = re.match(r"\d+(\.\d+)*", str(version))
+    return tuple(int(part) for part in match.group().split(".")) if match else ()
 
 
 def _config_from_peft_lora(data: dict[str, Any], config_path: Path) -> AdapterConfig:

@@ -129,3 +129,25 @@ def _table_problem(text: str, delimiter: str) -> str | None:
     if rows == 0:
         return "has a header but no rows: add the examples below it"
     return None
+
+
+def check_no_nulls(task, dataset, split: str) -> None:
+    """Refuse null text (or target) values, which pass the column checks and would stop
+    training with a tokenizer error when their row is first drawn.
+
+    Raises:
+        DataError: naming the column, the number of rows and the first (1-based) row.
+    """
+    import pyarrow.compute as pc
+
+    columns = list(task.text_columns)
+    if task.type == "generation":
+        columns.append(task.target_column)
+    for column in columns:
+        values = dataset.data.column(column)
+        if values.null_count:
+            first = pc.index(pc.is_null(values), True).as_py() + 1
+            raise DataError(
+                f"task {task.name!r} ({split}): column {column!r} is empty (null) in "
+                f"{values.null_count} row(s), the first being row {first}; fill or drop them"
+            )

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from smora_cli.data.filecheck import unreadable_file
+from smora_cli.data.filecheck import check_no_nulls, unreadable_file
 from smora_cli.data.glue import GLUE_TASKS, HUB_ID
 from smora_cli.data.tasks import COMPRESSION_SUFFIXES, DATA_SUFFIXES, Task
 from smora_cli.errors import DataError
@@ -107,6 +107,7 @@ def load_task_split(
     if len(dataset) == 0:
         raise DataError(f"task {task.name!r}: split {split!r} is empty")
     _check_columns(task, dataset, split)
+    check_no_nulls(task, dataset, split)
     n_original = len(dataset)
     if limit is not None and len(dataset) > limit:
         dataset = dataset.shuffle(seed=shuffle_seed).select(range(limit))
@@ -366,6 +367,8 @@ def _label_ids(task: Task, dataset, split: str) -> dict:
             value_id = int(value)
         elif isinstance(value, int):
             value_id = value
+        elif isinstance(value, float) and value.is_integer():  # 1.0 from JSON or a CSV column
+            value_id = int(value)
         elif isinstance(value, str) and value.strip() in names:
             value_id = names.index(value.strip())
         elif isinstance(value, str) and value.strip().lstrip("-").isdigit():

@@ -202,7 +202,7 @@ def resolve_task(spec: TaskSpec) -> Task:
 
 def task_problems(spec: TaskSpec, model_kind: str) -> list[str]:
     """Problems of one task entry, each starting with its key (`source: ...`)."""
-    if not spec.name or not re.fullmatch(r"[A-Za-z0-9_.-]+", spec.name):
+    if not spec.name or not re.fullmatch(r"[\w.-]+", spec.name):  # letters of any script
         return [f"name: must be a non-empty name of letters, digits, _ . -; got {spec.name!r}"]
     source_problem = _source_problem(spec)
     if source_problem:

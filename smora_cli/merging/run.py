@@ -30,6 +30,7 @@ from smora_cli.errors import AdapterError, JobError, UserInputError
 from smora_cli.merging.combine import combine_deltas, mean_factors
 from smora_cli.merging.config import EXACT_LOW_RANK, MergeConfig, MergeParameters, Source
 from smora_cli.models import HEADS_CONFIG, HEADS_WEIGHTS, resolve_model_path
+from smora_cli.preflight import check_tokenizer_files
 from smora_cli.utils.fs import WRITE_ERRORS, atomic_directory, clear_leftovers, write_failure
 from smora_cli.utils.lock import DirectoryLock
 from smora_cli.utils.log import quiet_libraries
@@ -246,6 +247,7 @@ def _save_model(model, base_name: str, dtype: str, directory: Path) -> None:
     from transformers import AutoTokenizer
 
     try:
+        check_tokenizer_files(resolve_model_path(base_name), base_name)  # else an empty one
         AutoTokenizer.from_pretrained(resolve_model_path(base_name)).save_pretrained(directory)
     except (OSError, ValueError):
         pass  # models without a tokenizer (e.g. built from a config) merge all the same
@@ -342,9 +344,8 @@ def export_per_task(
         raise AdapterError(
             f"--per-task exports task-routed adapters (more); this one is {adapter.method}"
         )
-    written = []
-    for task in adapter.task_names:
-        config = MergeConfig(
+    configs = {
+        task: MergeConfig(
             models=[Source(adapter=str(adapter_dir), task=task)],
             merge_method="fold",
             base_model=base_model,
@@ -352,5 +353,11 @@ def export_per_task(
             dtype=dtype,
             output=output,
         )
-        written.append(run_merge(config, out_dir / task, overwrite=overwrite, echo=echo))
-    return written
+        for task in adapter.task_names
+    }
+    for task, config in configs.items():  # every task's folder before writing any
+        check_out_dir(config, out_dir / task, overwrite)
+    return [
+        run_merge(config, out_dir / task, overwrite=overwrite, echo=echo)
+        for task, config in configs.items()
+    ]

@@ -77,7 +77,9 @@ class DirectoryLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise UserInputError(f"cannot create {self.path.parent}: {e.strerror or e}") from e
+            blocking = next((p for p in self.path.parents if p.is_file()), None)
+            reason = f"{blocking} is a file" if blocking else (e.strerror or str(e))
+            raise UserInputError(f"cannot create {self.shown}: {reason}") from e
         while True:  # repeats only when a releasing holder removed the file under us
             fd = self._open()
             try:
@@ -102,7 +104,10 @@ class DirectoryLock:
         try:
             return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
-            raise UserInputError(f"cannot create {self.path}: {e.strerror or e}") from e
+            raise UserInputError(
+                f"cannot write in {self.path.parent} (for {self.shown} and its lock file): "
+                f"{e.strerror or e}"
+            ) from e
 
     def _acquire_without_flock(self) -> None:
         """Exclusive creation, with the recorded holder deciding whether a file is stale."""
