@@ -336,7 +336,7 @@ def test_write_failures_name_a_full_disk(tmp_path, monkeypatch):
     )
 
 
-def test_a_lock_held_on_a_read_only_or_blocked_parent(tmp_path):
+def test_a_run_directory_under_a_file(tmp_path):
     from smora_cli.utils.lock import DirectoryLock
 
     (tmp_path / "file").write_text("x")
