@@ -47,7 +47,12 @@ from smora_cli.preflight import check_eval_split, check_lengths, single_class_wa
 from smora_cli.recipe import Recipe, save_resolved
 from smora_cli.utils.accel import make_accelerator
 from smora_cli.utils.fs import WRITE_ERRORS, atomic_directory, fsync_tree, write_failure
-from smora_cli.utils.log import MetricsLog, collapse_warnings, quiet_libraries
+from smora_cli.utils.log import (
+    MetricsLog,
+    imbalance_summary,
+    imbalanced_layers,
+    quiet_libraries,
+)
 from smora_cli.utils.signals import GracefulStop
 
 ADAPTER_DIR = "adapter"
@@ -113,7 +118,7 @@ class Trainer:
         self.show_progress = show_progress
         self.echo = echo
         self.stop = GracefulStop()
-        self.collapsed: set[str] = set()
+        self.imbalanced_count = 0  # layers reported imbalanced at the last log step
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -333,11 +338,14 @@ class Trainer:
             clear_aux(self.model)
             _accumulate(totals, loss, losses, weights, batch["task_ids"], self.tasks, aux)
         norm = self._clip()
-        if not (math.isfinite(totals["loss"]) and math.isfinite(norm)):
+        # fp16's gradient scaler expects overflowing steps: it skips them and lowers its scale.
+        scaled = accelerator.scaler is not None
+        if not math.isfinite(totals["loss"]) or not (math.isfinite(norm) or scaled):
             raise NonFiniteError(self._non_finite_message(step + 1, totals["loss"], norm))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        on_optimizer_step(self.adapted)
+        if not (scaled and self.optimizer.step_was_skipped):
+            on_optimizer_step(self.adapted)
         totals["grad_norm"] = norm
         return totals
 
@@ -390,16 +398,19 @@ class Trainer:
             self.log.tokens = int(self.accelerator.reduce(tokens, reduction="sum"))
         counts = self.plan.task_counts(step * self.recipe.train.grad_accum)
         seen = {task.name: int(count) for task, count in zip(self.tasks, counts, strict=True)}
-        entry = self.log.flush(step, stats, seen)
-        for layer, warning in collapse_warnings(stats, self.recipe.adapter).items():
-            if layer not in self.collapsed:  # once per layer; metrics.jsonl has every step
-                self.collapsed.add(layer)
-                self.echo(f"warning (step {step}): {warning}")
-        progress.set_postfix(
-            loss=f"{entry['loss']:.4f}",
-            lr=f"{entry['lr']:.2e}",
-            tok_s=f"{entry['tokens_per_s']:.0f}",
-        )
+        imbalanced = imbalanced_layers(stats, self.recipe.adapter)
+        entry = self.log.flush(step, stats, seen, imbalanced)
+        if imbalanced and len(imbalanced) != self.imbalanced_count:  # a line when it changes
+            self.echo(f"warning: {imbalance_summary(imbalanced, len(stats), step)}")
+        self.imbalanced_count = len(imbalanced)
+        postfix = {
+            "loss": f"{entry['loss']:.4f}",
+            "lr": f"{entry['lr']:.2e}",
+            "tok_s": f"{entry['tokens_per_s']:.0f}",
+        }
+        if stats:
+            postfix["imbalanced"] = f"{len(imbalanced)}/{len(stats)}"
+        progress.set_postfix(postfix)
         if self.recipe.train.log_with:
             self.accelerator.log(
                 {k: v for k, v in entry.items() if isinstance(v, int | float)}, step=step
@@ -462,6 +473,7 @@ class Trainer:
             max_length=recipe.model.max_length,
             target_max_length=recipe.model.target_max_length,
             chat=recipe.model.chat_template,
+            show_progress=self.show_progress,
         )
         results = {
             task.name: score_task(

@@ -10,7 +10,7 @@ from smora_cli.data.tasks import TaskSpec, resolve_task
 from smora_cli.errors import DataError
 from smora_cli.recipe import recipe_from_dict
 from smora_cli.train import run
-from smora_cli.utils.log import collapse_warnings
+from smora_cli.utils.log import imbalance_summary, imbalanced_layers
 from tests import tiny_models as tm
 from tests.fixtures import classifier_recipe
 
@@ -32,22 +32,25 @@ def test_same_seed_same_adapter(tmp_path, encoder_dir):
     assert not all(torch.equal(tensors[0][k], other[k]) for k in other)
 
 
-def test_router_collapse_is_reported_with_the_layer_name():
-    config = AdapterConfig(method="smora", r=8, k=2, target_modules=["q_proj"])
-    model = attach(tm.llama(layers=1), config).train()
+def test_router_imbalance_is_one_line_naming_the_worst_layer():
+    config = AdapterConfig(method="smora", r=8, k=2, target_modules=["q_proj", "v_proj"])
+    model = attach(tm.llama(layers=2), config).train()
     batch = tm.inputs()
     batch["input_ids"][:] = 5  # every token identical: the same 2 experts win everywhere
     tm.forward(model, batch)
     on_optimizer_step(model)
     stats = router_stats(model)
-    warnings = collapse_warnings(stats, config)
-    assert list(warnings) == ["model.layers.0.self_attn.q_proj"]
-    assert (
-        "router collapse in model.layers.0.self_attn.q_proj: one expert takes 100% of tokens"
-        in warnings["model.layers.0.self_attn.q_proj"]
-    )
+    imbalanced = imbalanced_layers(stats, config)
+    assert set(imbalanced) == set(stats) and len(stats) == 4
+    assert all(share == pytest.approx(1.0) for share in imbalanced.values())
+    line = imbalance_summary(imbalanced, len(stats), step=5)
+    assert "\n" not in line
+    assert line.startswith("router imbalance at step 5: in 4 of 4 routed layers one expert")
+    assert "(worst: model.layers.0.self_attn.q_proj, 100%)" in line
     balanced = {"layer": {"max_load": 1 / 8, "min_load": 1 / 8, "entropy": 1.0}}
-    assert collapse_warnings(balanced, config) == {}
+    assert imbalanced_layers(balanced, config) == {}
+    half = {"layer": {"max_load": 0.46, "min_load": 0.0, "entropy": 0.5}}  # 92 % of tokens
+    assert imbalanced_layers(half, config) == {"layer": pytest.approx(0.92)}
 
 
 def test_non_utf8_and_malformed_task_files(tmp_path):

@@ -41,6 +41,7 @@ def evaluate_task(
     rows = []
     was_training = scorer.model.training
     scorer.model.eval()
+    bar = _progress(scorer, data, total=len(mine), main=rank == 0)
     try:
         for start in range(0, len(mine), batch_size):
             indices = mine[start : start + batch_size]
@@ -52,7 +53,9 @@ def evaluate_task(
                     indices, predictions, references(data, items), items, strict=True
                 )
             ]
+            bar.update(len(indices))
     finally:
+        bar.close()
         scorer.model.train(was_training)
     if world > 1:
         from accelerate.utils import gather_object
@@ -84,6 +87,19 @@ def evaluate_task(
     score = sum(primaries) / len(primaries)
     return TaskResult(
         data.task.name, data.split, len(rows), metrics, score, samples, data.n_original
+    )
+
+
+def _progress(scorer: Scorer, data: TaskData, *, total: int, main: bool):
+    """A bar per task with examples/s (rank 0's shard), like the training bar."""
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        desc=f"eval {data.task.name}",
+        unit="ex",
+        disable=not (scorer.show_progress and main),
+        dynamic_ncols=True,
     )
 
 

@@ -58,8 +58,18 @@ class MetricsLog:
         for name, value in stats.get("aux", {}).items():
             self.aux[name] = self.aux.get(name, 0.0) + value
 
-    def flush(self, step: int, router: dict, examples_seen: dict[str, int]) -> dict:
-        """Write the interval's averages; returns the entry."""
+    def flush(
+        self,
+        step: int,
+        router: dict,
+        examples_seen: dict[str, int],
+        imbalanced: dict[str, float] | None = None,
+    ) -> dict:
+        """Write the interval's averages; returns the entry.
+
+        `router` holds each routed layer's load statistics; `imbalanced` the layers whose
+        busiest expert takes more than COLLAPSE_TOKEN_SHARE of the tokens, with that share.
+        """
         elapsed = max(time.perf_counter() - self.interval_start, 1e-9)
         steps = max(self.steps, 1)
         entry = {
@@ -79,6 +89,7 @@ class MetricsLog:
                 "mean_entropy": sum(entropies) / len(entropies),
                 "min_entropy": min(entropies),
                 "max_load": max(s["max_load"] for s in router.values()),
+                "imbalanced": imbalanced or {},
                 "layers": router,
             }
         if self.enabled:
@@ -88,22 +99,25 @@ class MetricsLog:
         return entry
 
 
-def collapse_warnings(router: dict, config: AdapterConfig) -> dict[str, str]:
-    """{layer: message} for each layer whose busiest expert serves almost every token."""
+def imbalanced_layers(router: dict, config: AdapterConfig) -> dict[str, float]:
+    """{layer: share of tokens that pick its busiest expert}, for layers above the threshold."""
     experts = config.r if config.method == "flylora" else config.num_expert_blocks
     active = config.activated_rank if config.method == "flylora" else config.active_experts
     if active >= experts:
         return {}
-    messages = {}
-    for layer, stats in router.items():
-        share = stats["max_load"] * active  # picks per expert / tokens
-        if share > COLLAPSE_TOKEN_SHARE:
-            messages[layer] = (
-                f"router collapse in {layer}: one expert takes {share:.0%} of "
-                f"tokens (entropy {stats['entropy']:.2f}); consider balance_rate "
-                "or aux_loss_coef"
-            )
-    return messages
+    shares = {layer: stats["max_load"] * active for layer, stats in router.items()}
+    return {layer: share for layer, share in shares.items() if share > COLLAPSE_TOKEN_SHARE}
+
+
+def imbalance_summary(imbalanced: dict[str, float], total_layers: int, step: int) -> str:
+    """One line for the terminal; the per-layer detail is in metrics.jsonl."""
+    worst = max(imbalanced, key=imbalanced.get)
+    return (
+        f"router imbalance at step {step}: in {len(imbalanced)} of {total_layers} routed layers "
+        f"one expert takes > {COLLAPSE_TOKEN_SHARE:.0%} of tokens (worst: {worst}, "
+        f"{imbalanced[worst]:.0%}); per-layer loads are in {METRICS_NAME}; see balance_rate "
+        "in docs/methods.md"
+    )
 
 
 def quiet_libraries() -> None:
