@@ -7,7 +7,7 @@ is spent):
   Llama in float32, bf16 autocast and bf16 weights; each bf16 run's per-step loss must be
   within BF16_LOSS_RTOL of the float32 run's. The bf16-weights run then loses its last
   checkpoint and resumes from the one before: adapter and losses must match the
-  uninterrupted run. `smora eval` and `smora merge` run once (on the LoRA runs).
+  uninterrupted run. `smora eval` (first variant) and `smora merge` (LoRA) run once.
 * `bench`: scripts/bench_adapters.py on the device in bf16 at the layer level (d=4096 on the
   GPU) and the model level (the same Llama), with `--profile`.
 * `profile`: from that profile, whether a fused routing kernel could pay (PROFILE_RULE).
@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import datetime
 import importlib.util
+import json
 import os
 import platform
 import shutil
@@ -167,8 +168,6 @@ def train_run(check: Check, variant: str, run_dir: Path, extra: dict, resume=Fal
 
 def median_rate(run_dir: Path) -> float | None:
     """Median tokens/s over the logged steps after the first (which pays for warm-up)."""
-    import json
-
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     rates = [json.loads(line)["tokens_per_s"] for line in lines[1:] if line.strip()]
     return round(statistics.median(rates), 1) if rates else None
@@ -254,8 +253,6 @@ def eval_and_merge(check: Check) -> None:
         code, error = smora(args)
         entry = {"exit_code": code, "error": error, "seconds": round(time.monotonic() - started, 2)}
         if code == 0:
-            import json
-
             entry["results"] = json.loads(output.read_text()).get("results")
         else:
             check.report.fail(f"smora eval: exit {code}: {error}")
@@ -278,8 +275,6 @@ def eval_and_merge(check: Check) -> None:
 # --------------------------------------------------------------------------- bench
 def bench_command(check: Check, name: str, flags: list[str], cap: float) -> dict | None:
     """scripts/bench_adapters.py in a child process; its JSON document, or None."""
-    import json
-
     output = check.work / f"bench-{name}.json"
     script = str(check.repo / "scripts" / "bench_adapters.py")
     cmd = [sys.executable, script, "--device", check.device, "--dtype", "bfloat16", *flags]
