@@ -153,8 +153,17 @@ def test_smora_train_killed_and_resumed_ends_bitwise_equal(smollm2_path, tmp_pat
     }
     quiet = {"show_progress": False, "echo": lambda *_: None}
     whole = recipe_from_dict(recipe, [f"train.output_dir={tmp_path / 'whole'}"])
-    run(whole, **quiet)
+    said = []
+    run(whole, show_progress=False, echo=said.append)
     assert whole.model.chat_template is True  # an instruct model: prompts go through the template
+    # Router warnings: at most one line per log step; the per-layer detail is in metrics.jsonl.
+    warnings = [line for line in said if "router imbalance" in line]
+    assert len(warnings) <= 3 and all("\n" not in line for line in warnings)
+    entries = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").open()]
+    assert [e["step"] for e in entries] == [1, 2, 3]
+    for entry in entries:
+        assert len(entry["router"]["layers"]) == 60  # q_proj and v_proj of 30 blocks
+        assert set(entry["router"]["imbalanced"]) <= set(entry["router"]["layers"])
 
     original = Trainer._optimizer_step
 
