@@ -16,6 +16,7 @@ import yaml
 from smora_cli.data.glue import GLUE_SUITE, GLUE_TASKS
 from smora_cli.data.tasks import TaskSpec, complete_spec, resolve_task, task_problems
 from smora_cli.errors import RecipeError, UserInputError
+from smora_cli.evaluation.model_kind import infer_kind
 from smora_cli.evaluation.results import results_path
 from smora_cli.evaluation.stderr import DEFAULT_BOOTSTRAP_ITERS
 from smora_cli.recipe import RESOLVED_NAME, recipe_from_dict
@@ -60,6 +61,7 @@ class EvalPlan:
     run_dir: Path | None
     batch_size: int = 64
     chat_template: bool | None = None  # the run's setting; None: the tokenizer decides
+    kind_source: str | None = None  # what the kind was read from, when --kind was not given
 
 
 def latest_run(root: Path = RUNS_DIR) -> Path | None:
@@ -169,7 +171,9 @@ def plan(request: EvalRequest, echo=print) -> EvalPlan:
         model = read_adapter_config(adapter).base_model_name_or_path
     if model is None:
         raise UserInputError("--model is required (the adapter does not record its base model)")
-    kind = request.kind or (recipe.model.kind if recipe else _guess_kind(model, adapter))
+    kind, kind_source = request.kind or (recipe.model.kind if recipe else None), None
+    if kind is None:
+        kind, kind_source = infer_kind(model, adapter, _heads_folders(model, adapter))
     tasks = _present(_task_specs(request, recipe, kind), request.split, request.skip_missing, echo)
     default_out = results_path(run_dir or Path("."), request.split)
     return EvalPlan(
@@ -183,24 +187,17 @@ def plan(request: EvalRequest, echo=print) -> EvalPlan:
         run_dir=run_dir,
         batch_size=request.batch_size or (recipe.eval.batch_size if recipe else 64),
         chat_template=recipe.model.chat_template if recipe else None,
+        kind_source=kind_source,
     )
 
 
-def _guess_kind(model: str, adapter: Path | None) -> str:
-    """classifier if task heads come with the adapter or the (folded) model, else from the
-    model config's architecture."""
+def _heads_folders(model: str, adapter: Path | None) -> list[Path]:
+    """Folders holding task heads: beside the adapter, or beside a model folded by `smora
+    merge`."""
     from smora_cli.models import HEADS_CONFIG, resolve_model_path
 
-    for folder in (adapter, Path(resolve_model_path(model))):
-        if folder is not None and (folder / HEADS_CONFIG).is_file():
-            return "classifier"
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(resolve_model_path(model))
-    except (OSError, ValueError) as e:
-        raise UserInputError(f"cannot read the config of model {model!r}: {e}") from e
-    return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal-lm"
+    folders = (adapter, Path(resolve_model_path(model)))
+    return [f for f in folders if f is not None and (f / HEADS_CONFIG).is_file()]
 
 
 def _trained_tasks(model, kind: str) -> list[str] | None:
@@ -229,16 +226,23 @@ def _task_index(spec: TaskSpec, trained: list[str] | None) -> int:
 
 
 def _heads_dir(job: EvalPlan) -> Path | None:
-    """Task heads live beside the adapter, or beside a model folded by `smora merge`."""
-    from smora_cli.models import HEADS_CONFIG, resolve_model_path
-
-    for folder in (job.adapter, Path(resolve_model_path(job.model))):
-        if folder is not None and (folder / HEADS_CONFIG).is_file():
-            return folder
-    return None
+    return next(iter(_heads_folders(job.model, job.adapter)), None)
 
 
 def _load_model(job: EvalPlan):
+    """Tokenizer and model; a problem they have names the inferred kind, in case it is wrong."""
+    try:
+        return _load_model_of_kind(job)
+    except UserInputError as e:
+        if job.kind_source is None:
+            raise
+        raise UserInputError(
+            f"{e} (model kind {job.kind} was read from {job.kind_source}; if the model is "
+            "another kind, pass --kind)"
+        ) from e
+
+
+def _load_model_of_kind(job: EvalPlan):
     from smora_cli.adapters.io import load_adapter
     from smora_cli.models import load_base_model, load_heads, load_tokenizer
 
