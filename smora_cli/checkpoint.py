@@ -268,14 +268,18 @@ def after_divergence(run_dir: Path, step: int, train: TrainSection) -> str:
 
 
 def _finite_weights(path: Path) -> bool:
+    """Whether every saved weight of a checkpoint is finite (an unreadable one is not good)."""
     import torch
     from safetensors.torch import load_file
 
-    return all(
-        bool(torch.isfinite(tensor).all())
-        for file in path.glob("*.safetensors")
-        for tensor in load_file(str(file)).values()
-    )
+    try:
+        return all(
+            bool(torch.isfinite(tensor).all())
+            for file in path.glob("*.safetensors")
+            for tensor in load_file(str(file)).values()
+        )
+    except Exception:  # a damaged file: safetensors raises its own error types
+        return False
 
 
 def _stability_advice(train: TrainSection) -> str:

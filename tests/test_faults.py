@@ -277,19 +277,24 @@ def test_resume_and_overwrite_together_are_refused(tmp_path, encoder_dir, monkey
 
 
 def test_two_trainings_into_one_directory(tmp_path, encoder_dir):
-    """Trial: two runs a second apart both exited 0 and interleaved metrics.jsonl."""
+    """Trial: two runs a second apart both exited 0 and interleaved metrics.jsonl. Here both
+    start at once: exactly one is refused, naming the other."""
     recipe = recipe_file(tmp_path, encoder_dir, max_steps=100000, save_steps=50, log_steps=1)
     run_dir = tmp_path / "run"
-    first = start(recipe)
-    assert wait_for(lambda: (run_dir / "metrics.jsonl").is_file(), first, poll=0.05)
-    second = start(recipe)
-    out, err = second.communicate(timeout=120)
-    assert second.returncode == 2, err
-    assert f"error: {run_dir} is in use by smora train (pid {first.pid} on " in err
+    processes = [start(recipe), start(recipe)]
+    deadline = time.monotonic() + 120
+    while all(p.poll() is None for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    loser = next(p for p in processes if p.poll() is not None)
+    winner = next(p for p in processes if p is not loser)
+    _, err = loser.communicate()
+    assert loser.returncode == 2, err
+    assert f"error: {run_dir} is in use by smora train (pid {winner.pid} on " in err
     assert "Traceback" not in err
-    first.send_signal(signal.SIGTERM)  # it checkpoints and stops
-    first.communicate(timeout=120)
-    assert first.returncode == 128 + signal.SIGTERM
+    assert wait_for(lambda: (run_dir / "metrics.jsonl").is_file(), winner, poll=0.05)
+    winner.send_signal(signal.SIGTERM)  # it checkpoints and stops
+    winner.communicate(timeout=120)
+    assert winner.returncode == 128 + signal.SIGTERM
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").open()]
     assert steps == list(range(1, len(steps) + 1)), "one writer, steps in order"
     assert not (tmp_path / ".run.lock").exists()
