@@ -293,15 +293,22 @@ def _stability_advice(train: TrainSection) -> str:
 
 
 # ------------------------------------------------------------------- damage
-def load_state(accelerator, path: Path) -> None:
+def load_state(accelerator, path: Path, *, load=None) -> None:
     """`accelerator.load_state`, naming a damaged file instead of failing inside torch.
+
+    Args:
+        load: reads the checkpoint instead of `accelerator.load_state` (`load(path)`; an FSDP
+            model's checkpoint, which Accelerate's FSDP path cannot read).
 
     Raises:
         UserInputError: a file of the checkpoint cannot be read; the message offers the
             previous checkpoint.
     """
     try:
-        accelerator.load_state(str(path))
+        if load is None:
+            accelerator.load_state(str(path))
+        else:
+            load(path)
     except Exception as e:
         damaged = _damaged_file(path)
         if damaged is None:

@@ -226,10 +226,22 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
-def save_heads(model: MultiTaskClassifier, directory: str | os.PathLike) -> None:
-    """Write the task heads beside the adapter (`task_heads.safetensors` + `.json`)."""
+def save_heads(
+    model: MultiTaskClassifier,
+    directory: str | os.PathLike,
+    *,
+    tensors: dict[str, Tensor] | None = None,
+) -> None:
+    """Write the task heads beside the adapter (`task_heads.safetensors` + `.json`).
+
+    Args:
+        tensors: the heads' tensors when gathered already (under FSDP); by default read from
+            `model`.
+    """
     directory = Path(directory)
-    state = {k: v.detach().contiguous() for k, v in model.task_heads.state_dict().items()}
+    state = tensors
+    if state is None:
+        state = {k: v.detach().contiguous() for k, v in model.task_heads.state_dict().items()}
     save_file(state, str(directory / HEADS_WEIGHTS))
     meta = {"tasks": model.task_names, "num_labels": model.num_labels, "pooling": model.pooling}
     (directory / HEADS_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
@@ -247,6 +259,11 @@ def _read_heads(directory: Path) -> tuple[dict, dict]:
     except Exception as e:
         raise AdapterError(f"task heads in {directory} are corrupt: {e}") from e
     return meta, state
+
+
+def head_weights(directory: str | os.PathLike) -> dict[str, Tensor]:
+    """The head tensors saved in `directory`, keyed as `task_heads.state_dict()` keys them."""
+    return _read_heads(Path(directory))[1]
 
 
 def load_head_weights(model: MultiTaskClassifier, directory: str | os.PathLike) -> None:

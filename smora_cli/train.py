@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 
 from smora_cli import checkpoint as ckpt
+from smora_cli import distributed
 from smora_cli.adapters import attach, count_parameters, routing_context
 from smora_cli.adapters.inject import ParameterCounts
-from smora_cli.adapters.io import write_adapter
+from smora_cli.adapters.io import adapter_state_dict, load_adapter_weights, write_adapter
 from smora_cli.adapters.state import (
     aux_losses,
     clear_aux,
@@ -36,6 +37,7 @@ from smora_cli.errors import JobError, NonFiniteError, UserInputError
 from smora_cli.models import (
     MultiTaskClassifier,
     example_losses,
+    head_weights,
     load_base_model,
     load_tokenizer,
     save_heads,
@@ -176,6 +178,7 @@ class Trainer:
             model, lr=train.lr, router_lr=train.router_lr, weight_decay=train.weight_decay
         )
         self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
+        self.sharded = distributed.is_sharded(self.model)  # FSDP: see smora_cli/distributed.py
         self._register_checkpoint_hooks()
         self.plan = self._plan()
         self.start_step = self._resume()
@@ -230,8 +233,6 @@ class Trainer:
             weights.clear()
 
         def load_hook(models, input_dir):
-            from smora_cli.adapters.io import load_adapter_weights
-
             load_adapter_weights(self.adapted, Path(input_dir))
             if self.kind == "classifier":
                 from smora_cli.models import load_head_weights
@@ -242,10 +243,38 @@ class Trainer:
         self.accelerator.register_save_state_pre_hook(save_hook)
         self.accelerator.register_load_state_pre_hook(load_hook)
 
-    def _write_adapter(self, directory: Path) -> None:
-        write_adapter(self.adapted, directory)
+    def _write_adapter(self, directory: Path, gathered: tuple | None = None) -> None:
+        adapter, heads = gathered or (None, None)
+        write_adapter(self.adapted, directory, tensors=adapter)
         if self.kind == "classifier":
-            save_heads(unwrap(self.model), directory)
+            save_heads(unwrap(self.model), directory, tensors=heads)
+
+    def _gather(self) -> tuple[dict, dict | None] | None:
+        """Under FSDP, the whole adapter and head tensors on every rank (every rank must call
+        this); None otherwise, and rank 0 writes from its own model."""
+        if not self.sharded:
+            return None
+        adapter = adapter_state_dict(self.adapted, root=self.model)
+        heads = None
+        if self.kind == "classifier":
+            entries = distributed.tensor_entries(unwrap(self.model).task_heads)
+            heads = distributed.gather(self.model, entries)
+        return adapter, heads
+
+    def _save_sharded(self, directory: Path) -> None:
+        """A checkpoint of an FSDP model: what `save_state` writes with the hooks above,
+        without the whole model that Accelerate's FSDP path would write first."""
+        gathered = self._gather()
+        if self.accelerator.is_main_process:
+            self._write_adapter(directory, gathered)
+        distributed.save_training_state(self.accelerator, self.model, self.optimizer, directory)
+
+    def _load_sharded(self, directory: Path) -> None:
+        load_adapter_weights(self.adapted, directory, root=self.model)
+        if self.kind == "classifier":
+            entries = distributed.tensor_entries(unwrap(self.model).task_heads)
+            distributed.scatter(self.model, entries, head_weights(directory), directory)
+        distributed.load_training_state(self.accelerator, self.model, self.optimizer, directory)
 
     def _resume(self) -> int:
         if not self.resume:
@@ -256,7 +285,7 @@ class Trainer:
             self.echo(f"no checkpoint in {self.run_dir}; starting from step 0")
             return 0
         step, path = latest
-        ckpt.load_state(self.accelerator, path)
+        ckpt.load_state(self.accelerator, path, load=self._load_sharded if self.sharded else None)
         self.echo(f"resumed from {path} (step {step})")
         return step
 
@@ -430,7 +459,10 @@ class Trainer:
             extra = {}
             if accelerator.distributed_type == "DEEPSPEED":  # keep the frozen base out of it
                 extra["exclude_frozen_parameters"] = True
-            accelerator.save_state(str(tmp), **extra)
+            if self.sharded:
+                self._save_sharded(tmp)
+            else:
+                accelerator.save_state(str(tmp), **extra)
             if accelerator.is_main_process:
                 ckpt.write_state(tmp, {"step": step, "run": str(self.run_dir)})
                 fsync_tree(tmp)
@@ -448,10 +480,11 @@ class Trainer:
 
     def _save_final(self) -> Path:
         target = self.run_dir / ADAPTER_DIR
+        gathered = self._gather()
         if self.accelerator.is_main_process:
             try:
                 with atomic_directory(target) as tmp:
-                    self._write_adapter(tmp)
+                    self._write_adapter(tmp, gathered)
             except WRITE_ERRORS as e:
                 failure = write_failure(e, "the final adapter", self.run_dir)
                 raise JobError(f"{failure}; {self._last_good()}") from e

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from smora_cli import __version__
 from smora_cli.adapters.config import METHODS, AdapterConfig
 from smora_cli.adapters.inject import adapter_config_of, adapter_layers, attach
+from smora_cli.distributed import Entry, clean_name, gather, is_sharded, scatter, tensor_entries
 from smora_cli.errors import AdapterError
 from smora_cli.utils.fs import atomic_directory
 
@@ -59,9 +60,39 @@ def _live_tensors(model: nn.Module) -> dict[str, Tensor]:
     return state
 
 
-def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """Every adapter tensor of `model` (parameters and persistent buffers), PEFT-keyed."""
+def adapter_state_dict(model: nn.Module, *, root: nn.Module | None = None) -> dict[str, Tensor]:
+    """Every adapter tensor of `model` (parameters and persistent buffers), PEFT-keyed.
+
+    Args:
+        root: the FSDP-wrapped model holding `model`, when FSDP shards it: the tensors are then
+            gathered whole onto the CPU of every rank (a collective: call it on every rank).
+
+    Raises:
+        AdapterError: FSDP shards `model` and `root` is not given.
+    """
+    if root is not None:
+        return gather(root, adapter_entries(model))
+    _refuse_sharded(model)
     return {key: tensor.detach().contiguous() for key, tensor in _live_tensors(model).items()}
+
+
+def adapter_entries(model: nn.Module) -> dict[str, Entry]:
+    """Where each adapter tensor of `model` lives, PEFT-keyed (FSDP wrapper names dropped)."""
+    entries = {}
+    for path, layer in adapter_layers(model):
+        for name, entry in tensor_entries(layer).items():
+            if not name.startswith("base_layer."):
+                entries[_tensor_key(clean_name(path), name)] = entry
+    return entries
+
+
+def _refuse_sharded(model: nn.Module) -> None:
+    # Each rank holds slices of FSDP's flat parameters: never write or load those as tensors.
+    if is_sharded(model):
+        raise AdapterError(
+            "FSDP shards this model's adapter: pass root=<the FSDP-wrapped model> and call "
+            "this on every rank, so that whole tensors are gathered or loaded"
+        )
 
 
 def config_to_file(model: nn.Module) -> dict[str, Any]:
@@ -70,7 +101,7 @@ def config_to_file(model: nn.Module) -> dict[str, Any]:
     layers = list(adapter_layers(model))
     data = {PEFT_NAMES.get(k, k): v for k, v in config.to_dict().items()}
     # Exact module paths, so PEFT and smora adapt precisely these layers on reload.
-    data["target_modules"] = [path for path, _ in layers]
+    data["target_modules"] = [clean_name(path) for path, _ in layers]
     data["exclude_modules"] = None
     if config.method != "lora":
         return {"peft_type": SMORA_PEFT_TYPE, "smora_version": __version__, **data}
@@ -112,12 +143,19 @@ def peft_task_type(model: nn.Module) -> str | None:
     return None
 
 
-def write_adapter(model: nn.Module, directory: str | os.PathLike) -> None:
-    """Write the adapter files into an existing directory (see `save_adapter`)."""
+def write_adapter(
+    model: nn.Module, directory: str | os.PathLike, *, tensors: dict[str, Tensor] | None = None
+) -> None:
+    """Write the adapter files into an existing directory (see `save_adapter`).
+
+    Args:
+        tensors: the adapter's tensors when gathered already (`adapter_state_dict(root=...)`
+            under FSDP); by default read from `model`.
+    """
     directory = Path(directory)
     (directory / CONFIG_NAME).write_text(json.dumps(config_to_file(model), indent=2) + "\n")
     save_file(
-        adapter_state_dict(model),
+        adapter_state_dict(model) if tensors is None else tensors,
         str(directory / WEIGHTS_NAME),
         metadata={"format": "pt", "smora_version": __version__},
     )
@@ -255,27 +293,46 @@ def load_adapter(
     return model
 
 
-def load_adapter_weights(model: nn.Module, directory: str | os.PathLike) -> None:
-    """Load adapter tensors from `directory` into a model that already has the adapter."""
+def load_adapter_weights(
+    model: nn.Module, directory: str | os.PathLike, *, root: nn.Module | None = None
+) -> None:
+    """Load adapter tensors from `directory` into a model that already has the adapter.
+
+    Args:
+        root: the FSDP-wrapped model holding `model`, when FSDP shards it (a collective: call
+            it on every rank; each keeps its shard).
+    """
     directory = Path(directory)
     try:
         tensors = load_file(str(directory / WEIGHTS_NAME))
     except (SafetensorError, OSError, ValueError) as e:
         raise AdapterError(f"{directory / WEIGHTS_NAME} is corrupt or unreadable: {e}") from e
-    copy_adapter_state(model, tensors, directory)
+    copy_adapter_state(model, tensors, directory, root=root)
 
 
-def copy_adapter_state(model: nn.Module, tensors: dict[str, Tensor], directory: Path) -> None:
-    """Copy PEFT-keyed `tensors` into the adapter on `model`, refusing any mismatch."""
+def copy_adapter_state(
+    model: nn.Module,
+    tensors: dict[str, Tensor],
+    directory: Path,
+    *,
+    root: nn.Module | None = None,
+) -> None:
+    """Copy PEFT-keyed `tensors` into the adapter on `model`, refusing any mismatch.
+
+    Args:
+        root: the FSDP-wrapped model holding `model`, when FSDP shards it (a collective).
+
+    Raises:
+        AdapterError: names or shapes differ, or FSDP shards `model` and `root` is not given.
+    """
+    if root is not None:
+        entries = adapter_entries(model)
+        _check_names(entries, tensors, directory)
+        scatter(root, entries, tensors, f"adapter {directory}")
+        return
+    _refuse_sharded(model)
     expected = _live_tensors(model)
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise AdapterError(
-            f"adapter {directory} does not match this model ({len(missing)} tensors missing, "
-            f"{len(unexpected)} unexpected), e.g. missing {missing[:2]}, unexpected {unexpected[:2]}; "
-            "was it trained on another base model or saved by another smora version?"
-        )
+    _check_names(expected, tensors, directory)
     for key, target in expected.items():
         if tensors[key].shape != target.shape:
             raise AdapterError(
@@ -285,3 +342,14 @@ def copy_adapter_state(model: nn.Module, tensors: dict[str, Tensor], directory: 
     with torch.no_grad():
         for key, target in expected.items():
             target.copy_(tensors[key])
+
+
+def _check_names(expected: dict, tensors: dict[str, Tensor], directory: Path) -> None:
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise AdapterError(
+            f"adapter {directory} does not match this model ({len(missing)} tensors missing, "
+            f"{len(unexpected)} unexpected), e.g. missing {missing[:2]}, unexpected {unexpected[:2]}; "
+            "was it trained on another base model or saved by another smora version?"
+        )
