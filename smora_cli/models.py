@@ -98,7 +98,9 @@ class MultiTaskClassifier(nn.Module):
     Args:
         encoder: a `transformers` encoder returning `last_hidden_state`.
         num_labels: outputs per task; 0 marks a regression task (one output).
-        pooling: `mean` over real tokens (sentence-transformers models) or `cls`.
+        pooling: `mean` over real tokens (sentence-transformers models), `cls`, `pooler`
+            (the encoder's pooler output) or `last` (the last real token); the last two are
+            how PEFT classifier adapters of BERT-style encoders and of decoders pool.
     """
 
     def __init__(
@@ -126,11 +128,16 @@ class MultiTaskClassifier(nn.Module):
 
     def pool(self, input_ids: Tensor, attention_mask: Tensor, **inputs) -> Tensor:
         """[B, hidden] sentence vectors."""
-        hidden = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask, **inputs
-        ).last_hidden_state  # [B, S, H]
+        outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **inputs)
+        if self.pooling == "pooler":  # the encoder's own pooler, as BERT's classifier reads it
+            return outputs.pooler_output
+        hidden = outputs.last_hidden_state  # [B, S, H]
         if self.pooling == "cls":
             return hidden[:, 0]
+        if self.pooling == "last":  # the last real token, as decoders' classifiers read it
+            positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+            last = (positions * attention_mask).argmax(-1)
+            return hidden[torch.arange(len(last), device=last.device), last]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 

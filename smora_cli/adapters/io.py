@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from smora_cli import __version__
 from smora_cli.adapters.config import METHODS, AdapterConfig
 from smora_cli.adapters.inject import adapter_config_of, adapter_layers, attach
+from smora_cli.adapters.peft_classifier import head_modules, is_peft_classifier
 from smora_cli.distributed import Entry, clean_name, gather, is_sharded, scatter, tensor_entries
 from smora_cli.errors import AdapterError
 from smora_cli.utils.fs import atomic_directory
@@ -238,6 +239,8 @@ def _release(version: Any) -> tuple[int, ...]:
 
 def _config_from_peft_lora(data: dict[str, Any], config_path: Path) -> AdapterConfig:
     for key, neutral in UNSUPPORTED_PEFT.items():
+        if key == "modules_to_save" and head_modules(data):
+            continue  # a SEQ_CLS adapter's head: peft_classifier.py loads it
         value = data.get(key, neutral)
         if value and value != neutral:
             raise AdapterError(
@@ -276,10 +279,33 @@ def load_adapter(
     """
     directory = Path(directory)
     config = read_adapter_config(directory)
+    if is_peft_classifier(directory):
+        raise AdapterError(
+            f"adapter {directory} is a PEFT sequence-classification adapter (task_type SEQ_CLS, "
+            "with its saved head): `smora eval --adapter` scores it as a classifier; it cannot "
+            "be used here"
+        )
+    attach_loaded(model, config, read_tensors(directory), directory, trainable=trainable)
+    return model
+
+
+def read_tensors(directory: Path) -> dict[str, Tensor]:
+    """The tensors of `directory/adapter_model.safetensors`."""
     try:
-        tensors = load_file(str(directory / WEIGHTS_NAME))
+        return load_file(str(directory / WEIGHTS_NAME))
     except (SafetensorError, OSError, ValueError) as e:
         raise AdapterError(f"{directory / WEIGHTS_NAME} is corrupt or unreadable: {e}") from e
+
+
+def attach_loaded(
+    model: nn.Module,
+    config: AdapterConfig,
+    tensors: dict[str, Tensor],
+    directory: Path,
+    *,
+    trainable: bool = False,
+) -> None:
+    """Attach the adapter `config` describes to `model` and copy in its saved `tensors`."""
     try:
         attach(model, config)
     except AdapterError as e:
@@ -290,7 +316,6 @@ def load_adapter(
             for name, param in layer.named_parameters():
                 if not name.startswith("base_layer."):
                     param.requires_grad_(False)
-    return model
 
 
 def load_adapter_weights(
@@ -303,11 +328,7 @@ def load_adapter_weights(
             it on every rank; each keeps its shard).
     """
     directory = Path(directory)
-    try:
-        tensors = load_file(str(directory / WEIGHTS_NAME))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise AdapterError(f"{directory / WEIGHTS_NAME} is corrupt or unreadable: {e}") from e
-    copy_adapter_state(model, tensors, directory, root=root)
+    copy_adapter_state(model, read_tensors(directory), directory, root=root)
 
 
 def copy_adapter_state(

@@ -225,6 +225,12 @@ def _task_index(spec: TaskSpec, trained: list[str] | None) -> int:
     )
 
 
+def _peft_classifier(job: EvalPlan) -> bool:
+    from smora_cli.adapters.peft_classifier import is_peft_classifier
+
+    return job.kind == "classifier" and job.adapter is not None and is_peft_classifier(job.adapter)
+
+
 def _heads_dir(job: EvalPlan) -> Path | None:
     return next(iter(_heads_folders(job.model, job.adapter)), None)
 
@@ -248,6 +254,10 @@ def _load_model_of_kind(job: EvalPlan):
 
     tokenizer = load_tokenizer(job.model, kind=job.kind)
     model = load_base_model(job.model, kind=job.kind)
+    if _peft_classifier(job):  # its saved head is the task head
+        from smora_cli.adapters.peft_classifier import load_peft_classifier
+
+        return tokenizer, load_peft_classifier(model, job.adapter).eval()
     if job.adapter is not None:
         model = load_adapter(model, job.adapter)
     if job.kind == "classifier":
@@ -283,7 +293,7 @@ def execute(job: EvalPlan, request: EvalRequest) -> dict:
     accelerator = make_accelerator()
     tokenizer, model = _load_model(job)
     model.to(accelerator.device)
-    trained = _trained_tasks(model, job.kind)
+    trained = None if _peft_classifier(job) else _trained_tasks(model, job.kind)  # one head
     scorer = Scorer(
         model,
         job.kind,
