@@ -2,7 +2,7 @@
 
 base_model: path/or/hub-id             # default: the adapters' recorded base model
 models:
-  - adapter: runs/sst2/adapter
+  - adapter: runs/sst2/adapter          # `model:` is accepted too (mergekit's name)
     parameters: {weight: 0.5, density: 0.7}
     task: sst2                          # MoRE adapters: whose rank map to use
 merge_method: ties                      # fold | linear | task_arithmetic | ties |
@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from smora_cli.errors import RecipeError
-from smora_cli.utils.schema import checked_fields, dataclass_from, read_yaml, unknown_keys
+from smora_cli.utils.schema import (
+    checked_fields,
+    dataclass_from,
+    describe,
+    read_yaml,
+    unknown_keys,
+)
 
 DELTA_METHODS = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties")
 MERGE_METHODS = ("fold", *DELTA_METHODS, "mean")
@@ -68,6 +74,20 @@ class MergeConfig:
         data["parameters"]["lambda"] = data["parameters"].pop("scale")
         return data
 
+    def resolved(self, base_model: str) -> MergeConfig:
+        """This config as it ran: the base model it used, and local paths made absolute, so
+        the copy saved beside the output reruns from any directory."""
+
+        def absolute(path: str) -> str:
+            local = Path(path).expanduser()
+            return str(local.resolve()) if local.exists() else path
+
+        return dataclasses.replace(
+            self,
+            base_model=absolute(base_model),
+            models=[dataclasses.replace(m, adapter=absolute(m.adapter)) for m in self.models],
+        )
+
     def weights(self) -> list[float]:
         """Per-adapter weights; unset ones default to 1/n for averages, 1 otherwise."""
         default = 1.0 / len(self.models) if self.merge_method in ("linear", "mean") else 1.0
@@ -104,10 +124,6 @@ def merge_config_from_dict(
         )
     data = dict(data)
     problems: list[str] = []
-    parameters = data.get("parameters") or {}
-    if isinstance(parameters, dict) and "lambda" in parameters:
-        parameters = {**parameters, "scale": parameters["lambda"]}
-        parameters.pop("lambda")
     problems += unknown_keys(data, {f.name for f in dataclasses.fields(MergeConfig)}, "")
     models = data.get("models")
     if not isinstance(models, list) or not models:
@@ -120,7 +136,7 @@ def merge_config_from_dict(
         "",
         problems,
     )
-    params = dataclass_from(MergeParameters, parameters, "parameters", problems)
+    params = _parameters(data.get("parameters") or {}, problems)
     if problems or top is None or params is None:
         raise RecipeError(problems, source=source)
     config = MergeConfig(models=sources, parameters=params, **top)
@@ -130,12 +146,36 @@ def merge_config_from_dict(
     return config
 
 
+def _parameters(raw: Any, problems: list[str]) -> MergeParameters | None:
+    """Method-wide parameters, named as the file names them (`lambda`, never `scale`)."""
+    if not isinstance(raw, dict):
+        problems.append(f"parameters: must be a mapping, got {describe(raw)}")
+        return None
+    fields = {f.name for f in dataclasses.fields(MergeParameters)}
+    names = {"lambda" if name == "scale" else name for name in fields}
+    problems += unknown_keys(raw, names, "parameters.")
+    found: list[str] = []
+    params = dataclass_from(
+        MergeParameters,
+        {("scale" if key == "lambda" else key): v for key, v in raw.items() if key in names},
+        "parameters",
+        found,
+    )
+    problems += [p.replace("parameters.scale:", "parameters.lambda:") for p in found]
+    return params
+
+
 def _source(raw: Any, path: str, problems: list[str]) -> Source | None:
     if isinstance(raw, str):
         raw = {"adapter": raw}
     if not isinstance(raw, dict):
         problems.append(f"{path}: must be a mapping like {{adapter: DIR}}")
         return None
+    if "model" in raw:  # mergekit's name for each merged input
+        if "adapter" in raw:
+            problems.append(f"{path}: give adapter or model (the same thing), not both")
+            return None
+        raw = {("adapter" if key == "model" else key): v for key, v in raw.items()}
     values = checked_fields(
         Source, {k: v for k, v in raw.items() if k != "parameters"}, path, problems
     )

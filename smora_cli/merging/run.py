@@ -153,7 +153,8 @@ def _merge(config: MergeConfig, out_dir: Path, echo) -> Path:
             else:
                 _write_low_rank(model, config, loaded, tmp)
             _copy_heads(config, tmp, echo)
-            (tmp / MERGE_RECIPE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            ran = config.resolved(base_name).to_dict()
+            (tmp / MERGE_RECIPE).write_text(yaml.safe_dump(ran, sort_keys=False))
     except WRITE_ERRORS as e:
         raise JobError(write_failure(e, "the merge output", out_dir.parent)) from e
     echo(
