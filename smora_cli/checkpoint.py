@@ -1,7 +1,8 @@
 """Run directories and checkpoints: complete or absent, adapter-only, rotated, resumable.
 
 A checkpoint is `<run>/checkpoints/step-<N>/`: Accelerate's `save_state` (optimizer, RNG
-states) with the model weights replaced by the adapter files, plus `trainer_state.json`.
+states) with the model weights replaced by the adapter files, plus `trainer_state.json` (a
+`transformers.TrainerState`).
 It is written into a temporary sibling directory and renamed into place, so a process killed
 mid-write leaves no directory that `--resume` would trust. A checkpoint saved at or after
 the weights that made training non-finite carries `diverged.json`, and `--resume` skips it.
@@ -28,6 +29,7 @@ from smora_cli.recipe import RESOLVED_NAME, Recipe, TrainSection
 from smora_cli.utils.accel import launch_rank
 from smora_cli.utils.fs import atomic_write_text
 from smora_cli.utils.lock import DirectoryLock
+from smora_cli.utils.log import METRICS_NAME
 
 CHECKPOINTS = "checkpoints"
 STATE_NAME = "trainer_state.json"
@@ -79,6 +81,52 @@ def clear_stale_temporaries(run_dir: Path) -> None:
 
 def write_state(directory: Path, state: dict) -> None:
     (directory / STATE_NAME).write_text(json.dumps(state, indent=2) + "\n")
+
+
+def trainer_state(
+    run_dir: Path, step: int, train: TrainSection, *, epoch: float, epochs: int
+) -> dict:
+    """The checkpoint's `trainer_state.json`: a `transformers.TrainerState` (HF's
+    `TrainerState.load_from_json` reads it), with the run's logged steps so far as its
+    `log_history`. smora evaluates at the end only, so there is no best metric yet.
+
+    Args:
+        epoch: passes over the training examples so far (the mixture may repeat small tasks).
+        epochs: passes the whole run makes, rounded up.
+    """
+    return {
+        "epoch": epoch,
+        "global_step": step,
+        "max_steps": train.max_steps,
+        "logging_steps": train.log_steps,
+        "eval_steps": train.max_steps,
+        "save_steps": train.save_steps,
+        "train_batch_size": train.batch_size,
+        "num_train_epochs": epochs,
+        "log_history": _log_history(run_dir, step),
+        "best_metric": None,
+        "best_model_checkpoint": None,
+        "is_local_process_zero": True,
+        "is_world_process_zero": True,
+    }
+
+
+def _log_history(run_dir: Path, step: int) -> list[dict]:
+    """metrics.jsonl entries up to `step`, under the names HF's Trainer logs them."""
+    path = run_dir / METRICS_NAME
+    if not path.is_file():  # nothing logged yet
+        return []
+    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [
+        {
+            "step": entry["step"],
+            "loss": entry["loss"],
+            "learning_rate": entry["lr"],
+            "grad_norm": entry["grad_norm"],
+        }
+        for entry in entries
+        if entry["step"] <= step
+    ]
 
 
 def check_run_dir(run_dir: Path, recipe: Recipe, *, overwrite: bool, resume: bool) -> str:

@@ -464,7 +464,15 @@ class Trainer:
             else:
                 accelerator.save_state(str(tmp), **extra)
             if accelerator.is_main_process:
-                ckpt.write_state(tmp, {"step": step, "run": str(self.run_dir)})
+                train = self.recipe.train
+                state = ckpt.trainer_state(
+                    self.run_dir,
+                    step,
+                    train,
+                    epoch=self._epochs(step),
+                    epochs=math.ceil(self._epochs(train.max_steps)),
+                )
+                ckpt.write_state(tmp, state)
                 fsync_tree(tmp)
                 ckpt.publish(tmp, final)
                 ckpt.rotate(self.run_dir, self.recipe.train.save_total_limit)
@@ -473,6 +481,11 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             raise JobError(f"{failure}; {self._last_good()}") from e
         accelerator.wait_for_everyone()
+
+    def _epochs(self, step: int) -> float:
+        """Passes over the training examples after `step` optimizer steps."""
+        seen = step * self.recipe.train.grad_accum * self.plan.global_batch
+        return seen / max(sum(len(data) for data in self.train_data), 1)
 
     def _last_good(self) -> str:
         latest = ckpt.latest_checkpoint(self.run_dir)
