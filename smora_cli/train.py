@@ -345,7 +345,15 @@ class Trainer:
     def _optimizer_step(self, step: int) -> dict:
         """Accumulate `grad_accum` micro-batches, clip, step, update balance biases."""
         train, accelerator = self.recipe.train, self.accelerator
-        totals = {"loss": 0.0, "tokens": 0, "task_loss": {}, "task_count": {}}
+        totals = {
+            "loss_sum": 0.0,
+            "weight": 0.0,
+            "tokens": 0,
+            "micro_batches": train.grad_accum,
+            "task_loss": {},
+            "task_count": {},
+            "aux": {},
+        }
         for micro in range(train.grad_accum):
             batch = self._batch(step * train.grad_accum + micro)
             totals["tokens"] += int(batch["attention_mask"].sum())
@@ -365,12 +373,13 @@ class Trainer:
                     extra = weighted_aux_loss(aux, self.recipe.adapter)
                 accelerator.backward(loss if extra is None else loss + extra)
             clear_aux(self.model)
-            _accumulate(totals, loss, losses, weights, batch["task_ids"], self.tasks, aux)
+            _accumulate(totals, losses, weights, batch["task_ids"], self.tasks, aux)
         norm = self._clip()
         # fp16's gradient scaler expects overflowing steps: it skips them and lowers its scale.
         scaled = accelerator.scaler is not None
-        if not math.isfinite(totals["loss"]) or not (math.isfinite(norm) or scaled):
-            raise NonFiniteError(self._non_finite_message(step + 1, totals["loss"], norm))
+        loss = totals["loss_sum"] / max(totals["weight"], 1.0)
+        if not math.isfinite(loss) or not (math.isfinite(norm) or scaled):
+            raise NonFiniteError(self._non_finite_message(step + 1, loss, norm))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if not (scaled and self.optimizer.step_was_skipped):
@@ -422,9 +431,10 @@ class Trainer:
 
     def _log(self, step: int, progress) -> None:
         stats = router_stats(self.adapted)
-        if self.accelerator.num_processes > 1:  # tokens/s of the whole job, not of rank 0
-            tokens = torch.tensor(self.log.tokens, device=self.accelerator.device)
-            self.log.tokens = int(self.accelerator.reduce(tokens, reduction="sum"))
+        if self.accelerator.num_processes > 1:  # the whole job's losses and tokens/s
+            from accelerate.utils import gather_object
+
+            self.log.combine(gather_object([self.log.sums]))
         counts = self.plan.task_counts(step * self.recipe.train.grad_accum)
         seen = {task.name: int(count) for task, count in zip(self.tasks, counts, strict=True)}
         imbalanced = imbalanced_layers(stats, self.recipe.adapter)
@@ -585,8 +595,10 @@ def _token_masks(batch: dict) -> tuple[torch.Tensor, ...]:
     return tuple(masks)
 
 
-def _accumulate(totals, loss, losses, weights, task_ids, tasks, aux) -> None:
-    totals["loss"] += float(loss.detach())
+def _accumulate(totals, losses, weights, task_ids, tasks, aux) -> None:
+    """Add a micro-batch's summed example losses and weights, per task too, and aux losses."""
+    totals["loss_sum"] += float(losses.detach().sum())
+    totals["weight"] += float(weights.sum())
     for task_id, value, weight in zip(
         task_ids.tolist(), losses.detach().tolist(), weights.tolist(), strict=True
     ):
@@ -594,9 +606,7 @@ def _accumulate(totals, loss, losses, weights, task_ids, tasks, aux) -> None:
         totals["task_loss"][name] = totals["task_loss"].get(name, 0.0) + value
         totals["task_count"][name] = totals["task_count"].get(name, 0.0) + weight
     for name, value in aux.items():
-        totals.setdefault("aux", {})[name] = totals.get("aux", {}).get(name, 0.0) + float(
-            value.detach()
-        )
+        totals["aux"][name] = totals["aux"].get(name, 0.0) + float(value.detach())
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

@@ -68,6 +68,21 @@ def test_two_processes_equal_one(tmp_path, encoder_dir):
     assert biases and any(torch.count_nonzero(expected[k]) for k in biases)
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-5, msg=key)
+    # Logged losses are the whole job's, not rank 0's (were: rank 0's, equal to one process's
+    # only by accident of the batch split).
+    logs = {
+        name: [
+            json.loads(line)
+            for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        ]
+        for name in ("one", "two")
+    }
+    assert [e["step"] for e in logs["two"]] == [e["step"] for e in logs["one"]] == [2, 4]
+    for single, double in zip(logs["one"], logs["two"], strict=True):
+        assert double["loss"] == pytest.approx(single["loss"], rel=1e-4)
+        assert double["task_loss"].keys() == single["task_loss"].keys()
+        for task, value in single["task_loss"].items():
+            assert double["task_loss"][task] == pytest.approx(value, rel=1e-4)
     report_one = json.loads((tmp_path / "one" / "eval_validation.json").read_text())
     report_two = json.loads((tmp_path / "two" / "eval_validation.json").read_text())
     assert report_two["n-samples"] == report_one["n-samples"]

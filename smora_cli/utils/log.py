@@ -36,27 +36,29 @@ class MetricsLog:
     def restart(self) -> None:
         """Begin a new interval (also called when the loop starts, after any baseline eval)."""
         self.steps = 0
-        self.loss = 0.0
-        self.tokens = 0
+        self.sums = _zero_sums()
         self.grad_norm = 0.0
-        self.task_loss: dict[str, float] = {}
-        self.task_count: dict[str, float] = {}
-        self.aux: dict[str, float] = {}
         self.interval_start = time.perf_counter()
         self.lr = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.sums["tokens"]
 
     def record(self, step: int, stats: dict, *, lr: float) -> None:
         """Add one optimizer step's statistics (from `Trainer._optimizer_step`)."""
         self.steps += 1
-        self.loss += stats["loss"]
-        self.tokens += stats["tokens"]
-        self.grad_norm += stats["grad_norm"]
+        self.grad_norm += stats["grad_norm"]  # of the synchronised gradients: the same everywhere
         self.lr = lr
-        for name, value in stats["task_loss"].items():
-            self.task_loss[name] = self.task_loss.get(name, 0.0) + value
-            self.task_count[name] = self.task_count.get(name, 0.0) + stats["task_count"][name]
-        for name, value in stats.get("aux", {}).items():
-            self.aux[name] = self.aux.get(name, 0.0) + value
+        _add_sums(self.sums, stats)
+
+    def combine(self, gathered: list[dict]) -> None:
+        """Make the interval's sums those of every process (`gathered`: each one's `sums`), so
+        the entry is the whole job's: the loss per example or target token over all of them,
+        each task's likewise, aux losses averaged over all micro-batches."""
+        self.sums = _zero_sums()
+        for sums in gathered:
+            _add_sums(self.sums, sums)
 
     def flush(
         self,
@@ -71,16 +73,19 @@ class MetricsLog:
         busiest expert takes more than COLLAPSE_TOKEN_SHARE of the tokens, with that share.
         """
         elapsed = max(time.perf_counter() - self.interval_start, 1e-9)
-        steps = max(self.steps, 1)
+        sums = self.sums
+        micro = max(sums["micro_batches"], 1)
         entry = {
             "step": step,
-            "loss": self.loss / steps,
+            "loss": sums["loss_sum"] / max(sums["weight"], 1e-9),
             "lr": self.lr,
-            "grad_norm": self.grad_norm / steps,
-            "tokens_per_s": self.tokens / elapsed,
+            "grad_norm": self.grad_norm / max(self.steps, 1),
+            "tokens_per_s": sums["tokens"] / elapsed,
             "elapsed_s": time.perf_counter() - self.started,
-            "task_loss": {k: v / max(self.task_count[k], 1e-9) for k, v in self.task_loss.items()},
-            "aux": {k: v / steps for k, v in self.aux.items()},
+            "task_loss": {
+                k: v / max(sums["task_count"][k], 1e-9) for k, v in sums["task_loss"].items()
+            },
+            "aux": {k: v / micro for k, v in sums["aux"].items()},
             "examples_seen": examples_seen,
         }
         if router:
@@ -97,6 +102,28 @@ class MetricsLog:
                 handle.write(json.dumps(entry) + "\n")
         self.restart()
         return entry
+
+
+def _zero_sums() -> dict:
+    return {
+        "loss_sum": 0.0,
+        "weight": 0.0,
+        "tokens": 0,
+        "micro_batches": 0,
+        "task_loss": {},
+        "task_count": {},
+        "aux": {},
+    }
+
+
+def _add_sums(into: dict, sums: dict) -> None:
+    """Add one step's (or one process's) sums: losses and weights of examples, tokens,
+    micro-batches, per-task losses and weights, aux losses summed over micro-batches."""
+    for key in ("loss_sum", "weight", "tokens", "micro_batches"):
+        into[key] += sums[key]
+    for key in ("task_loss", "task_count", "aux"):
+        for name, value in sums.get(key, {}).items():
+            into[key][name] = into[key].get(name, 0.0) + value
 
 
 def imbalanced_layers(router: dict, config: AdapterConfig) -> dict[str, float]:
