@@ -56,6 +56,7 @@ from smora_cli.utils.log import (
     quiet_libraries,
 )
 from smora_cli.utils.signals import GracefulStop
+from smora_cli.utils.trackers import check_trackers, tracker_scalars
 
 ADAPTER_DIR = "adapter"
 
@@ -129,6 +130,7 @@ class Trainer:
         quiet_libraries()
 
         recipe = self.recipe
+        check_trackers(recipe.train.log_with)  # before the run directory or model is touched
         action = ckpt.check_run_dir(
             self.run_dir, recipe, overwrite=self.overwrite, resume=self.resume
         )
@@ -451,9 +453,7 @@ class Trainer:
             postfix["imbalanced"] = f"{len(imbalanced)}/{len(stats)}"
         progress.set_postfix(postfix)
         if self.recipe.train.log_with:
-            self.accelerator.log(
-                {k: v for k, v in entry.items() if isinstance(v, int | float)}, step=step
-            )
+            self.accelerator.log(tracker_scalars(entry), step=step)
 
     # ------------------------------------------------------------- checkpoints
     def _save_checkpoint(self, step: int) -> None:
