@@ -126,17 +126,7 @@ class Scorer:
             batch = {"input_ids": ids, "attention_mask": mask}  # generate() derives positions
             stop = sorted({self.collate.end_id, tokenizer.eos_token_id} - {None})
         else:
-            batch = self._to_device(
-                dict(
-                    tokenizer(
-                        [item["text"] for item in items],
-                        padding=True,
-                        truncation=True,
-                        max_length=self.collate.max_length,
-                        return_tensors="pt",
-                    )
-                )
-            )
+            batch = self._to_device(self.collate.encode_inputs([item["text"] for item in items]))
             stop = tokenizer.eos_token_id
         output = model.generate(
             **batch,
@@ -160,11 +150,16 @@ def shared_prompt_log_likelihoods(
 ) -> Tensor | None:
     """[N, L] log-likelihood of each target token sequence after each prompt (causal LM).
 
-    Pass 1 runs the N left-padded prompts once and keeps their key/value cache; pass 2 runs
-    the N x L target continuations on that cache, repeated L times. Against one sequence per
-    (prompt, target) this skips L - 1 of every L prompt forwards, which are most of the work.
-    Returns None when the model gives no cache that can be repeated.
+    Pass 1 runs the N left-padded prompts once and keeps their key/value cache. Pass 2 runs
+    every target after its prompt in one packed row per prompt: the L targets side by side,
+    each at the positions that follow the prompt, under a block attention mask (a target's
+    tokens see the prompt and their own earlier tokens, never another target). Against one
+    sequence per (prompt, target) this skips L - 1 of every L prompt forwards; against
+    repeating the cache L times it copies no cache. Returns None when the model keeps no
+    cache or takes no `position_ids` (the caller then runs one sequence per pair).
     """
+    if not accepts(model, "position_ids"):
+        return None
     device = next(model.parameters()).device
     ids, mask = _padded(prompts, pad_id, device, left=True)
     keep = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
@@ -174,29 +169,70 @@ def shared_prompt_log_likelihoods(
     # transformers 5.x calls the key/value cache `cache`, 4.x `past_key_values`.
     cache_name = "cache" if accepts(model, "cache") else "past_key_values"
     cache = first.get(cache_name)
-    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+    if cache is None:
         return None
+    # Token 0 of a target is predicted by the prompt's last position.
     first_log_probs = torch.log_softmax(first.logits[:, -1].float(), dim=-1)  # [N, V]
+    scores = first_log_probs[:, [target[0] for target in targets]]  # [N, L]
+    packed = _PackedTargets(targets, device)
+    if packed.length == 0:  # one-token targets: the prompt pass scored them already
+        return scores
+    # Token j > 0 is predicted by the packed position of token j - 1; a target's last token
+    # is only predicted, never read.
+    inputs = {
+        "input_ids": packed.tokens.expand(len(prompts), -1),
+        "attention_mask": packed.attention(mask, _mask_dtype(model)),
+        "position_ids": mask.sum(-1, keepdim=True) + packed.offsets,  # [N, T]
+    }
+    with routing_context(model, task_ids=torch.full((len(prompts),), task_id, device=device)):
+        logits = model(**inputs, **{cache_name: cache}).logits.float()  # [N, T, V]
+    following = packed.following.expand(len(prompts), -1)
+    picked = logits.gather(2, following[..., None]).squeeze(2) - logits.logsumexp(-1)  # [N, T]
+    return scores + picked @ packed.owner_matrix  # [N, L]
 
-    count, rows = len(targets), len(prompts) * len(targets)
-    label_ids, label_mask = _padded(targets, pad_id, device, left=False)
-    head = first_log_probs.repeat_interleave(count, 0).gather(
-        1, label_ids.repeat(len(prompts), 1)[:, :1]
-    )
-    if label_ids.shape[1] == 1:  # one-token targets: the prompt pass scored them already
-        return head.view(len(prompts), count)
-    # Token 0 of a target is predicted by the prompt's last position, token j > 0 by the
-    # continuation's position j - 1; the last target token is only predicted, never read.
-    cache.batch_repeat_interleave(count)
-    continuation = label_ids.repeat(len(prompts), 1)  # row n * L + l: target l after prompt n
-    continuation_mask = label_mask.repeat(len(prompts), 1)
-    full_mask = torch.cat([mask.repeat_interleave(count, 0), continuation_mask[:, :-1]], dim=1)
-    inputs = with_positions(model, {"input_ids": continuation[:, :-1], "attention_mask": full_mask})
-    with routing_context(model, task_ids=torch.full((rows,), task_id, device=device)):
-        logits = model(**inputs, **{cache_name: cache}).logits.float()  # [N L, W - 1, V]
-    picked = logits.gather(2, continuation[:, 1:, None]).squeeze(2)
-    rest = (picked - logits.logsumexp(-1)) * continuation_mask[:, 1:]
-    return (head.squeeze(1) + rest.sum(1)).view(len(prompts), count)
+
+class _PackedTargets:
+    """All targets' read tokens (every token but each target's last) in one row of T."""
+
+    def __init__(self, targets: list[list[int]], device):
+        tokens, following, owner, offsets = [], [], [], []
+        for index, target in enumerate(targets):
+            for position, (token, after) in enumerate(zip(target, target[1:], strict=False)):
+                tokens.append(token)
+                following.append(after)
+                owner.append(index)
+                offsets.append(position)
+        self.length = len(tokens)
+        as_long = {"dtype": torch.long, "device": device}
+        self.tokens = torch.tensor([tokens], **as_long)  # [1, T]
+        self.following = torch.tensor([following], **as_long)  # [1, T]
+        self.offsets = torch.tensor([offsets], **as_long)  # [1, T]
+        self.owner = torch.tensor(owner, **as_long)  # [T]
+        # [T, L] one-hot: sums each target's token log-probabilities
+        self.owner_matrix = torch.zeros(self.length, len(targets), device=device)
+        self.owner_matrix[torch.arange(self.length), self.owner] = 1.0
+
+    def attention(self, prompt_mask: Tensor, dtype: torch.dtype) -> Tensor:
+        """[N, 1, T, S + T] additive mask: the real prompt tokens, then own earlier tokens."""
+        positions = torch.arange(self.length, device=self.owner.device)
+        own = (self.owner[:, None] == self.owner[None, :]) & (
+            positions[None, :] <= positions[:, None]
+        )
+        allowed = torch.cat(
+            [
+                prompt_mask.bool()[:, None, :].expand(-1, self.length, -1),  # [N, T, S]
+                own[None].expand(prompt_mask.shape[0], -1, -1),  # [N, T, T]
+            ],
+            dim=-1,
+        )
+        blocked = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+        return blocked.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+def _mask_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype the model's attention runs in (its additive masks must match it)."""
+    dtype = getattr(unwrap(model), "dtype", torch.float32)
+    return dtype if dtype.is_floating_point else torch.float32
 
 
 def _padded(sequences: list[list[int]], pad: int, device, *, left: bool) -> tuple[Tensor, Tensor]:

@@ -206,7 +206,7 @@ def mnli_scorer(tmp_path, decoder_dir):
 
 
 def test_rank_classification_runs_each_prompt_once(tmp_path, decoder_dir):
-    """Prompts once (N rows), then every label on their cache (N x L rows): two forwards."""
+    """Prompts once (N rows), then every label packed on their cache (N rows): two forwards."""
     scorer, data, data_dir = mnli_scorer(tmp_path, decoder_dir)
     items = [data[i] for i in range(len(data))]
     labels = data.task.label_names
@@ -217,9 +217,10 @@ def test_rank_classification_runs_each_prompt_once(tmp_path, decoder_dir):
     )
     with torch.no_grad():
         scores = scorer._shared_prompt_scores(items, labels, task_id=0)
-    width = max(len(scorer.collate.target_ids(label)) for label in labels)
-    # The last target token is only predicted: the label pass reads width - 1 tokens.
-    assert [shape[0] for shape in rows] == [12, 12 * 3] and rows[1][1] == width - 1
+    # Pass 2 packs every label after its prompt in one row; a label's last token is only
+    # predicted, never read.
+    packed = sum(len(scorer.collate.target_ids(label)) - 1 for label in labels)
+    assert [shape[0] for shape in rows] == [12, 12] and rows[1][1] == packed
     expected, _ = independent_scores(decoder_dir, "mnli_matched", data_dir)
     np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-4, atol=1e-4)
     assert scorer.predict(data, items) == expected.argmax(1).tolist()
