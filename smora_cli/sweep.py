@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import importlib.util
 import io
 import json
 import statistics
@@ -245,13 +246,19 @@ def write_results(records: list[dict], tasks: list[str], out: Path) -> dict[str,
         "csv": out / "results.csv",
         "json": out / "results.json",
         "markdown": out / "results.md",
-        "plot": out / "granularity.png",
     }
     atomic_write_text(paths["csv"], buffer.getvalue())
     atomic_write_text(paths["json"], json.dumps(records, indent=2) + "\n")
     atomic_write_text(paths["markdown"], markdown_table(records, tasks))
-    plot(records, paths["plot"])
+    if can_plot():
+        paths["plot"] = out / "granularity.png"
+        plot(records, paths["plot"])
     return paths
+
+
+def can_plot() -> bool:
+    """matplotlib comes with the `plot` extra; without it the sweep writes its tables only."""
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def _groups(records: list[dict]) -> dict[tuple, list[dict]]:
@@ -375,6 +382,8 @@ def run_sweep(
     """
     out = Path(sweep.output_dir)
     cells = plan_cells(sweep, echo)
+    if not can_plot():
+        echo(f"note: no {out}/granularity.png without matplotlib: pip install 'smora-cli[plot]'")
     if cell_index is not None and not 0 <= cell_index < len(cells):
         raise UserInputError(
             f"--cell {cell_index} is out of range: the grid has {len(cells)} "
@@ -393,5 +402,5 @@ def run_sweep(
         return records, None
     tasks = [t.name for t in base.tasks]
     paths = write_results(records, tasks, out)
-    echo(f"results written to {out}/: results.csv, results.json, results.md, granularity.png")
+    echo(f"results written to {out}/: {', '.join(path.name for path in paths.values())}")
     return records, paths

@@ -15,7 +15,6 @@ import warnings
 from collections.abc import Callable
 
 import numpy as np
-from scipy import stats
 
 DEFAULT_BOOTSTRAP_ITERS = 1000
 _MAX_BATCH_ELEMENTS = 4_000_000  # resamples x examples held at once by one statistic call
@@ -44,6 +43,8 @@ def bootstrap_stderr(
         correlation is not where a resample is constant), or None when fewer than two are,
         or with fewer than two examples or resamples.
     """
+    from scipy import stats  # deferred: SciPy's statistics take a second to import
+
     predictions, references = np.asarray(predictions), np.asarray(references)
     if iters < 2 or len(predictions) < 2:
         return None
@@ -75,6 +76,8 @@ def pearson(x, y, axis: int = -1):
 
 def spearman(x, y, axis: int = -1):
     """Spearman's rho: Pearson's r of the ranks, ties given their average rank (as SciPy)."""
+    from scipy import stats
+
     return pearson(stats.rankdata(x, axis=axis), stats.rankdata(y, axis=axis), axis=axis)
 
 
