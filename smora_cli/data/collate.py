@@ -101,16 +101,16 @@ class Seq2SeqCollator:
         self.max_length = max_length
         self.target_max_length = target_max_length
 
-    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        batch = dict(
-            self.tokenizer(
-                [item["text"] for item in items],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
-            )
+    def encode_inputs(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Encoder input ids and mask; encoder-decoders take no token_type_ids, which generic
+        tokenizers of transformers 4.x return."""
+        encoded = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self.encode_inputs([item["text"] for item in items])
         targets = [item["target"] or "" for item in items]
         encoded = self.tokenizer(
             text_target=targets,
