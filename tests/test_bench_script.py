@@ -136,7 +136,9 @@ def test_real_level_times_every_method_under_both_losses(tmp_path, capsys):
         # Both figures are rounded (train_ms to 1 us, the rate to 0.1): the tolerance is what
         # rounding a few-millisecond step can move the rate by.
         rate = 2 * 16 / (row["train_ms"] / 1e3)
-        assert row["tokens_per_s"] == pytest.approx(rate, abs=0.05 + rate * 0.0005 / row["train_ms"])
+        assert row["tokens_per_s"] == pytest.approx(
+            rate, abs=0.05 + rate * 0.0005 / row["train_ms"]
+        )
     for level in ("real", "real-full"):
         assert rows[("lora", level)]["train_ratio"] == 1.0
         assert rows[("smora", level)]["flop_ratio"] > 1.0  # the router's matmuls
