@@ -21,6 +21,8 @@ from torch import Tensor, nn
 
 from smora_cli import __version__
 from smora_cli.adapters.config import METHODS, AdapterConfig
+from smora_cli.adapters.fingerprint import METADATA_KEY as FINGERPRINT_KEY
+from smora_cli.adapters.fingerprint import base_fingerprint
 from smora_cli.adapters.inject import adapter_config_of, adapter_layers, attach
 from smora_cli.adapters.peft_classifier import head_modules, is_peft_classifier
 from smora_cli.distributed import Entry, clean_name, gather, is_sharded, scatter, tensor_entries
@@ -155,10 +157,15 @@ def write_adapter(
     """
     directory = Path(directory)
     (directory / CONFIG_NAME).write_text(json.dumps(config_to_file(model), indent=2) + "\n")
+    metadata = {"format": "pt", "smora_version": __version__}
+    # Gathered tensors mean a sharded model, whose base weights no process holds whole.
+    fingerprint = base_fingerprint(model) if tensors is None else None
+    if fingerprint is not None:
+        metadata[FINGERPRINT_KEY] = fingerprint
     save_file(
         adapter_state_dict(model) if tensors is None else tensors,
         str(directory / WEIGHTS_NAME),
-        metadata={"format": "pt", "smora_version": __version__},
+        metadata=metadata,
     )
 
 

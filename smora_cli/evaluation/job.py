@@ -272,7 +272,21 @@ def _load_model_of_kind(job: EvalPlan):
     return tokenizer, model.eval()
 
 
-def execute(job: EvalPlan, request: EvalRequest) -> dict:
+def _warn_if_other_base(model, job: EvalPlan, echo) -> None:
+    from smora_cli.adapters.fingerprint import trained_on_other_weights
+    from smora_cli.adapters.io import WEIGHTS_NAME
+
+    if job.adapter is None or _peft_classifier(job):
+        return
+    if trained_on_other_weights(model, job.adapter / WEIGHTS_NAME):
+        echo(
+            f"warning: adapter {job.adapter} was trained on other base weights than those of "
+            f"{job.model} (the weights it adapts differ from the ones it recorded); the scores "
+            "are for this combination"
+        )
+
+
+def execute(job: EvalPlan, request: EvalRequest, echo=print) -> dict:
     """Score every task of the plan as `request` says; write and return the report (main
     process)."""
     from smora_cli.evaluation.results import (
@@ -283,6 +297,7 @@ def execute(job: EvalPlan, request: EvalRequest) -> dict:
         write_results,
         write_samples,
     )
+    _warn_if_other_base(model, job, echo)
     from smora_cli.evaluation.runner import score_task
     from smora_cli.evaluation.scoring import Scorer
     from smora_cli.models import use_chat_template
@@ -346,5 +361,5 @@ def execute(job: EvalPlan, request: EvalRequest) -> dict:
 def run_eval(request: EvalRequest, echo=print) -> tuple[dict, EvalPlan]:
     """`smora eval` end to end."""
     job = plan(request, echo)
-    report = execute(job, request)
+    report = execute(job, request, echo)
     return report, job
