@@ -29,7 +29,7 @@ from smora_cli.utils.schema import (
 )
 
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
-QUICKSTART = PACKAGED_CONFIGS / "quickstart.yaml"
+QUICKSTART = PACKAGED_CONFIGS / "quickstart_lm.yaml"  # the decoder; quickstart.yaml: the encoder
 RESOLVED_NAME = "resolved_recipe.yaml"
 # Experiment trackers Accelerate can log to (each installed separately).
 TRACKERS = (
