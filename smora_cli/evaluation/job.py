@@ -297,7 +297,6 @@ def execute(job: EvalPlan, request: EvalRequest, echo=print) -> dict:
         write_results,
         write_samples,
     )
-    _warn_if_other_base(model, job, echo)
     from smora_cli.evaluation.runner import score_task
     from smora_cli.evaluation.scoring import Scorer
     from smora_cli.models import use_chat_template
@@ -307,6 +306,7 @@ def execute(job: EvalPlan, request: EvalRequest, echo=print) -> dict:
     quiet_libraries()
     accelerator = make_accelerator()
     tokenizer, model = _load_model(job)
+    _warn_if_other_base(model, job, echo)
     model.to(accelerator.device)
     trained = None if _peft_classifier(job) else _trained_tasks(model, job.kind)  # one head
     scorer = Scorer(
