@@ -49,7 +49,8 @@ class MetricSpec:
         key: the key of the module's result that is this metric's score.
         bootstrap: its standard error is bootstrapped (the module takes `bootstrap_iters`
             and `seed`); otherwise it is the analytic standard error of a mean.
-        greater_is_better: direction a sweep ranks by (True for every metric here).
+        greater_is_better: the direction of the score, written into every results file as
+            `higher_is_better` (True for every metric here).
     """
 
     module: str

@@ -320,6 +320,9 @@ def test_modules_load_offline_through_evaluate_and_are_cached():
         assert isinstance(module, evaluate.Metric)
         # Loaded by evaluate.load (copied into its dynamic-modules package), not the fallback.
         assert type(module).__module__.startswith("evaluate_modules.metrics.")
+        # The module's own Metric class, not a helper of the shared metric_info module.
+        assert type(module).__name__ == "".join(p.title() for p in spec.module.split("_"))
+        assert module.info.features["predictions"] == module.info.features["references"]
         assert (
             module.info.description.strip()
             and module.info.citation.strip()

@@ -99,3 +99,16 @@ def test_not_a_results_file(tmp_path):
     with pytest.raises(UserInputError, match="cannot be read as JSON"):
         load_results(tmp_path / "y.json")
     assert find_results(tmp_path) is None
+
+
+def test_higher_is_better_comes_from_the_metric_specs(monkeypatch, tmp_path):
+    import dataclasses
+
+    from smora_cli.evaluation import metrics
+
+    lower = dataclasses.replace(metrics.METRICS["pearson"], greater_is_better=False)
+    monkeypatch.setitem(metrics.METRICS, "pearson", lower)  # as a loss-like metric would be
+    (tmp_path / "eval_results.json").write_text(json.dumps(LEGACY_TRAIN))
+    report = load_results(tmp_path / "eval_results.json")
+    assert report["higher_is_better"]["sim"] == {"pearson": False, "spearmanr": True}
+    assert report["higher_is_better"]["sent"] == {"accuracy": True}

@@ -6,10 +6,10 @@ which works offline (no hub lookup for a local path).
 
 from __future__ import annotations
 
-import datasets
 import evaluate
 import numpy as np
 
+from smora_cli.evaluation.metric_info import SKLEARN_CITATION, pair_info
 from smora_cli.evaluation.stderr import mean_stderr
 
 _DESCRIPTION = """
@@ -34,19 +34,7 @@ Example:
     {'accuracy': 0.75, 'accuracy_stderr': 0.25}
 """
 
-_CITATION = """
-@article{scikit-learn,
-  title={Scikit-learn: Machine Learning in {P}ython},
-  author={Pedregosa, F. and Varoquaux, G. and Gramfort, A. and Michel, V. and Thirion, B. and
-          Grisel, O. and Blondel, M. and Prettenhofer, P. and Weiss, R. and Dubourg, V. and
-          Vanderplas, J. and Passos, A. and Cournapeau, D. and Brucher, M. and Perrot, M. and
-          Duchesnay, E.},
-  journal={Journal of Machine Learning Research},
-  volume={12},
-  pages={2825--2830},
-  year={2011}
-}
-"""
+_CITATION = SKLEARN_CITATION
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -54,15 +42,8 @@ class SmoraAccuracy(evaluate.Metric):
     """Fraction of exact label matches."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-            ),
-            reference_urls=["https://en.wikipedia.org/wiki/Accuracy_and_precision"],
-        )
+        urls = ["https://en.wikipedia.org/wiki/Accuracy_and_precision"]
+        return pair_info(_DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION, "int64", urls)
 
     def _compute(self, predictions, references) -> dict[str, float | None]:
         matches = np.asarray(predictions) == np.asarray(references)

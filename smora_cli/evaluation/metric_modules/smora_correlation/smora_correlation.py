@@ -5,10 +5,10 @@ A local `evaluate` metric module: load it with `evaluate.load(<absolute path to 
 
 from __future__ import annotations
 
-import datasets
 import evaluate
 from scipy.stats import pearsonr, spearmanr
 
+from smora_cli.evaluation.metric_info import pair_info
 from smora_cli.evaluation.stderr import (
     DEFAULT_BOOTSTRAP_ITERS,
     bootstrap_stderr,
@@ -59,15 +59,8 @@ class SmoraCorrelation(evaluate.Metric):
     """Pearson and Spearman correlation."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
-            ),
-            reference_urls=["https://docs.scipy.org/doc/scipy/reference/stats.html"],
-        )
+        urls = ["https://docs.scipy.org/doc/scipy/reference/stats.html"]
+        return pair_info(_DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION, "float64", urls)
 
     def _compute(
         self,

@@ -5,10 +5,10 @@ A local `evaluate` metric module: load it with `evaluate.load(<absolute path to 
 
 from __future__ import annotations
 
-import datasets
 import evaluate
 import numpy as np
 
+from smora_cli.evaluation.metric_info import pair_info
 from smora_cli.evaluation.stderr import mean_stderr
 
 _DESCRIPTION = """
@@ -56,15 +56,8 @@ class SmoraExactMatch(evaluate.Metric):
     """Fraction of normalised string matches."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-            reference_urls=["https://rajpurkar.github.io/SQuAD-explorer/"],
-        )
+        urls = ["https://rajpurkar.github.io/SQuAD-explorer/"]
+        return pair_info(_DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION, "string", urls)
 
     def _compute(
         self, predictions, references, ignore_case: bool = False

@@ -5,11 +5,11 @@ A local `evaluate` metric module: load it with `evaluate.load(<absolute path to 
 
 from __future__ import annotations
 
-import datasets
 import evaluate
 import numpy as np
 from sklearn.metrics import f1_score
 
+from smora_cli.evaluation.metric_info import SKLEARN_CITATION, pair_info
 from smora_cli.evaluation.stderr import DEFAULT_BOOTSTRAP_ITERS, binary_f1, bootstrap_stderr
 
 _DESCRIPTION = """
@@ -40,19 +40,7 @@ Example:
     {'f1': 0.5, 'f1_stderr': None}
 """
 
-_CITATION = """
-@article{scikit-learn,
-  title={Scikit-learn: Machine Learning in {P}ython},
-  author={Pedregosa, F. and Varoquaux, G. and Gramfort, A. and Michel, V. and Thirion, B. and
-          Grisel, O. and Blondel, M. and Prettenhofer, P. and Weiss, R. and Dubourg, V. and
-          Vanderplas, J. and Passos, A. and Cournapeau, D. and Brucher, M. and Perrot, M. and
-          Duchesnay, E.},
-  journal={Journal of Machine Learning Research},
-  volume={12},
-  pages={2825--2830},
-  year={2011}
-}
-"""
+_CITATION = SKLEARN_CITATION
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -60,17 +48,8 @@ class SmoraF1(evaluate.Metric):
     """Binary (or averaged multi-class) F1."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-            ),
-            reference_urls=[
-                "https://scikit-learn.org/stable/modules/generated/sklearn.metrics.f1_score.html"
-            ],
-        )
+        urls = ["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.f1_score.html"]
+        return pair_info(_DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION, "int64", urls)
 
     def _compute(
         self,

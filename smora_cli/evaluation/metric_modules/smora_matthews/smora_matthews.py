@@ -5,10 +5,10 @@ A local `evaluate` metric module: load it with `evaluate.load(<absolute path to 
 
 from __future__ import annotations
 
-import datasets
 import evaluate
 from sklearn.metrics import matthews_corrcoef
 
+from smora_cli.evaluation.metric_info import pair_info
 from smora_cli.evaluation.stderr import DEFAULT_BOOTSTRAP_ITERS, bootstrap_stderr, matthews
 
 _DESCRIPTION = """
@@ -54,15 +54,8 @@ class SmoraMatthews(evaluate.Metric):
     """Matthews correlation coefficient."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-            ),
-            reference_urls=["https://en.wikipedia.org/wiki/Phi_coefficient"],
-        )
+        urls = ["https://en.wikipedia.org/wiki/Phi_coefficient"]
+        return pair_info(_DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION, "int64", urls)
 
     def _compute(
         self,

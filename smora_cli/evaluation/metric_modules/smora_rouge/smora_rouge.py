@@ -5,11 +5,11 @@ A local `evaluate` metric module: load it with `evaluate.load(<absolute path to 
 
 from __future__ import annotations
 
-import datasets
 import evaluate
 import numpy as np
 from rouge_score import rouge_scorer
 
+from smora_cli.evaluation.metric_info import pair_info
 from smora_cli.evaluation.stderr import mean_stderr
 
 _DESCRIPTION = """
@@ -54,18 +54,11 @@ class SmoraRouge(evaluate.Metric):
     """Mean ROUGE-L F-measure by `rouge_score`."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-            reference_urls=[
-                "https://aclanthology.org/W04-1013/",
-                "https://github.com/google-research/google-research/tree/master/rouge",
-            ],
-        )
+        urls = [
+            "https://aclanthology.org/W04-1013/",
+            "https://github.com/google-research/google-research/tree/master/rouge",
+        ]
+        return pair_info(_DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION, "string", urls)
 
     def _compute(
         self, predictions, references, use_stemmer: bool = True
