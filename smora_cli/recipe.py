@@ -18,8 +18,10 @@ from typing import Any, Literal
 import yaml
 
 from smora_cli.adapters.config import TARGET_ALL_LINEAR, AdapterConfig
+from smora_cli.adapters.methods import method_of, methods_where
 from smora_cli.data.tasks import TaskSpec, complete_spec, task_problems
-from smora_cli.errors import AdapterConfigError, RecipeError
+from smora_cli.errors import AdapterConfigError, RecipeError, UserInputError
+from smora_cli.kinds import KINDS, ModelKind
 from smora_cli.utils.schema import (
     checked_fields,
     dataclass_from,
@@ -51,7 +53,7 @@ class ModelSection:
 
     name_or_path: str = ""
     gguf_file: str | None = None  # a GGUF checkpoint inside the folder name_or_path
-    kind: Literal["classifier", "causal-lm", "seq2seq"] = "classifier"
+    kind: Literal[KINDS] = ModelKind.CLASSIFIER.value  # type: ignore[valid-type]
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     tokenizer: str | None = None
     chat_template: bool | None = None  # None: on when the tokenizer has one (language models)
@@ -116,8 +118,8 @@ class EvalSection:
 class SweepSection:
     """`sweep:` the granularity study of `smora sweep-granularity` (flags override it)."""
 
-    total_rank: int = 64
-    active_rank: int = 8
+    r: int = 64  # total rank of every swept cell (adapter.r)
+    k: int = 8  # activated rank of every swept cell (adapter.k)
     expert_ranks: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     methods: list[str] = field(default_factory=lambda: ["smora", "moe-lora", "flylora"])
     baselines: list[str] = field(default_factory=lambda: ["lora:8", "lora:64"])
@@ -174,6 +176,15 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] = ()) -> Re
     """
     path = Path(path) if path is not None else QUICKSTART
     return recipe_from_dict(read_yaml(path, "recipe"), overrides, source=str(path))
+
+
+def recipe_arguments(first: str | None, rest: list[str] | None) -> tuple[Path | None, list[str]]:
+    """A command's (recipe path, overrides) from its words: in `smora train train.lr=1e-4` the
+    first word is an override, as it has an `=` and no file has that name."""
+    overrides = list(rest or [])
+    if first is not None and "=" in first and not Path(first).exists():
+        return None, [first, *overrides]
+    return (None if first is None else Path(first)), overrides
 
 
 def recipe_from_dict(data: Any, overrides: list[str] = (), *, source: str | None = None) -> Recipe:
@@ -275,7 +286,8 @@ def _adapter_from(raw: Any, tasks: list, problems: list[str]) -> AdapterConfig |
                 if name in raw:
                     problems.append(f"adapter: give either {name} or {alias}, not both")
                 raw[name] = raw.pop(alias)
-        if raw.get("method") == "more" and "task_names" not in raw and all(tasks):
+        routed = raw.get("method") in methods_where("task_routed")
+        if routed and "task_names" not in raw and all(tasks):
             raw["task_names"] = [t.name for t in tasks]
     before = len(problems)
     values = checked_fields(AdapterConfig, raw, "adapter", problems)
@@ -299,7 +311,7 @@ def cross_checks(recipe: Recipe) -> list[str]:
         problems += [f"tasks.{i}.{p}" for p in task_problems(task, recipe.model.kind)]
     adapter = recipe.adapter
     problems += _module_pattern_problems(adapter)
-    if adapter.method == "more" and adapter.task_names != names:
+    if method_of(adapter.method).task_routed and adapter.task_names != names:
         problems.append(
             f"adapter.task_names: must list the recipe's tasks {names} in order "
             "(leave it unset to fill it automatically)"
@@ -354,12 +366,12 @@ def _module_pattern_problems(adapter: AdapterConfig) -> list[str]:
 
 
 def _model_source_problems(model: ModelSection) -> list[str]:
-    if model.chat_template and model.kind != "causal-lm":
+    if model.chat_template and model.kind != ModelKind.CAUSAL_LM:
         return [f"model.chat_template: applies to causal-lm models, not {model.kind}"]
     path = model.name_or_path
     if path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
         return [f"model.name_or_path: {path} does not exist"]
-    if model.source.endswith(".gguf") and model.kind != "causal-lm":
+    if model.source.endswith(".gguf") and model.kind != ModelKind.CAUSAL_LM:
         return [f"model.kind: a GGUF checkpoint is a causal-lm, got {model.kind}"]
     if model.gguf_file is None:
         return []
@@ -380,3 +392,36 @@ def save_resolved(recipe: Recipe, directory: str | os.PathLike) -> Path:
     path = Path(directory) / RESOLVED_NAME
     atomic_write_text(path, recipe.to_yaml())
     return path
+
+
+@dataclass
+class RunSettings:
+    """What scoring a finished run needs from the recipe it resolved."""
+
+    model: ModelSection
+    tasks: list[TaskSpec]
+    eval: EvalSection
+
+
+def read_run_settings(run_dir: str | os.PathLike) -> RunSettings:
+    """The model, tasks and eval sections of a run's `resolved_recipe.yaml`, type-checked but
+    not re-validated as a whole: the recipe was checked when the run started, and what it
+    named since (a model folder, data files) may have moved without concerning a score.
+
+    Raises:
+        UserInputError: `run_dir` is not a run directory, or its recipe cannot be read.
+    """
+    path = Path(run_dir) / RESOLVED_NAME
+    if not path.is_file():
+        raise UserInputError(f"{run_dir} is not a smora run directory (no {RESOLVED_NAME})")
+    data = read_yaml(path, "resolved recipe")
+    if not isinstance(data, dict):
+        raise RecipeError("a recipe must be a mapping of sections", source=str(path))
+    problems: list[str] = []
+    model = dataclass_from(ModelSection, data.get("model"), "model", problems)
+    evaluation = dataclass_from(EvalSection, data.get("eval"), "eval", problems)
+    tasks = data.get("tasks") if isinstance(data.get("tasks"), list) else []
+    specs = [dataclass_from(TaskSpec, t, f"tasks.{i}", problems) for i, t in enumerate(tasks)]
+    if problems or not specs:
+        raise RecipeError(problems or ["tasks: the run names no task"], source=str(path))
+    return RunSettings(model, specs, evaluation)

@@ -20,25 +20,21 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from smora_cli.adapters.config import AdapterConfig
+from smora_cli.adapters.methods import method_of, methods_where
 from smora_cli.checkpoint import recipe_changes
-from smora_cli.errors import JobError, UserInputError
+from smora_cli.errors import AdapterConfigError, RecipeError, Stopped, UserInputError
 from smora_cli.evaluation.results import metric_values
 from smora_cli.recipe import Recipe, SweepSection, recipe_from_dict
 from smora_cli.utils.fs import atomic_write_bytes, atomic_write_text
 from smora_cli.utils.lock import DirectoryLock, DirectoryLocked
+from smora_cli.utils.schema import dataclass_from
 
 CELL_FILE = "cell.json"
 
 
-class Interrupted(JobError):
-    """A cell was stopped by a signal after writing its checkpoint."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-SWEPT = ("smora", "moe-lora", "flylora")
+# The methods whose granularity p the study varies: those that route ranks per token.
+SWEPT = methods_where("token_routed")
 
 
 @dataclass(frozen=True)
@@ -70,19 +66,19 @@ class Cell:
     def overrides(self) -> dict:
         """The adapter keys this cell sets on top of the base recipe."""
         adapter = {"method": self.method, "r": self.r, "expert_rank": self.expert_rank}
-        adapter["k"] = None if self.method == "lora" else self.k
+        adapter["k"] = self.k if method_of(self.method).token_routed else None
         return adapter
 
 
 def plan_cells(sweep: SweepSection, echo=print) -> list[Cell]:
     """The grid in a fixed order; impossible combinations are skipped with a message."""
-    r, k = sweep.total_rank, sweep.active_rank
+    r, k = sweep.r, sweep.k
     if not sweep.seeds:
         raise UserInputError("--seeds: no seed given; e.g. --seeds 1,2,3")
     if sweep.methods and not sweep.expert_ranks:
         raise UserInputError("--expert-ranks: no expert rank given; e.g. --expert-ranks 1,2,4,8")
     if not 1 <= k <= r:
-        raise UserInputError(f"--active-rank ({k}) must be between 1 and --total-rank ({r})")
+        raise UserInputError(f"sweep.k ({k}) must be between 1 and sweep.r ({r}) (flags --k, --r)")
     configs = []
     for method in sweep.methods:
         if method not in SWEPT:
@@ -110,13 +106,38 @@ def plan_cells(sweep: SweepSection, echo=print) -> list[Cell]:
     return cells
 
 
+def sweep_section(section: SweepSection, flags: dict) -> SweepSection:
+    """The recipe's `sweep:` with the command line's flags (those not None) on top, checked
+    by the same schema as the recipe (keys and types).
+
+    Raises:
+        RecipeError: a flag's value does not fit its key.
+    """
+    raw = {**asdict(section), **{key: v for key, v in flags.items() if v is not None}}
+    problems: list[str] = []
+    merged = dataclass_from(SweepSection, raw, "sweep", problems)
+    if problems:
+        raise RecipeError(problems, source="command line")
+    return merged
+
+
+def cell_lines(cells: list[Cell]) -> list[str]:
+    """The plan as `--list-cells` prints it: a line per cell, then the SLURM array that runs
+    it (one array task per cell)."""
+    lines = [
+        f"{c.index:3d}  {c.name:24s} method={c.method} r={c.r} k={c.k} p={c.expert_rank} "
+        f"E={c.experts} active={c.active_experts}"
+        for c in cells
+    ]
+    return [*lines, f"{len(cells)} cells; as a SLURM array: sbatch --array=0-{len(cells) - 1} ..."]
+
+
 def _skip_reason(method: str, r: int, k: int, p: int) -> str | None:
-    if p < 1:
-        return "expert rank must be positive"
-    if method == "flylora" and p != 1:
-        return "FlyLoRA's experts are single ranks (p = 1 only)"
-    if r % p or k % p:
-        return f"p must divide both total rank {r} and active rank {k}"
+    """Why an adapter of `method` with these ranks cannot exist (the adapter's own rules)."""
+    try:
+        AdapterConfig(method=method, r=r, k=k, expert_rank=p)
+    except AdapterConfigError as e:
+        return str(e)
     return None
 
 
@@ -178,7 +199,7 @@ def _train_cell(recipe: Recipe, cell: Cell, echo, *, replace: bool) -> dict:
     started = time.perf_counter()
     result = run(recipe, resume=resume, overwrite=replace, show_progress=False, echo=echo)
     if result.status != "completed":
-        raise Interrupted(
+        raise Stopped(
             f"cell {cell.index} ({cell.name}) stopped at step {result.step} with a "
             "checkpoint; run the same command again to resume it",
             result.exit_code,

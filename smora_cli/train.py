@@ -34,6 +34,7 @@ from smora_cli.data.mixing import MixturePlan, mixing_rates
 from smora_cli.data.sources import load_task_split
 from smora_cli.data.tasks import resolve_task
 from smora_cli.errors import JobError, NonFiniteError, UserInputError
+from smora_cli.kinds import ModelKind
 from smora_cli.models import (
     MultiTaskClassifier,
     example_losses,
@@ -49,6 +50,7 @@ from smora_cli.preflight import check_eval_split, check_lengths, single_class_wa
 from smora_cli.recipe import Recipe, save_resolved
 from smora_cli.utils.accel import make_accelerator
 from smora_cli.utils.fs import WRITE_ERRORS, atomic_directory, fsync_tree, write_failure
+from smora_cli.utils.jsonio import json_safe
 from smora_cli.utils.log import (
     MetricsLog,
     imbalance_summary,
@@ -150,7 +152,7 @@ class Trainer:
                     task,
                     "train",
                     task_id=i,
-                    text_to_text=self.kind != "classifier",
+                    text_to_text=self.kind != ModelKind.CLASSIFIER,
                     limit=task.max_train_examples,
                     shuffle_seed=recipe.train.seed,
                 )
@@ -205,7 +207,7 @@ class Trainer:
                 gradient_checkpointing_kwargs={"use_reentrant": False}
             )
         self.adapted = attach(base, recipe.adapter)
-        if self.kind != "classifier":
+        if self.kind != ModelKind.CLASSIFIER:
             return base
         num_labels = [0 if t.type == "regression" else t.num_labels for t in self.tasks]
         return MultiTaskClassifier(
@@ -236,7 +238,7 @@ class Trainer:
 
         def load_hook(models, input_dir):
             load_adapter_weights(self.adapted, Path(input_dir))
-            if self.kind == "classifier":
+            if self.kind == ModelKind.CLASSIFIER:
                 from smora_cli.models import load_head_weights
 
                 load_head_weights(unwrap(self.model), Path(input_dir))
@@ -248,7 +250,7 @@ class Trainer:
     def _write_adapter(self, directory: Path, gathered: tuple | None = None) -> None:
         adapter, heads = gathered or (None, None)
         write_adapter(self.adapted, directory, tensors=adapter)
-        if self.kind == "classifier":
+        if self.kind == ModelKind.CLASSIFIER:
             save_heads(unwrap(self.model), directory, tensors=heads)
 
     def _gather(self) -> tuple[dict, dict | None] | None:
@@ -258,7 +260,7 @@ class Trainer:
             return None
         adapter = adapter_state_dict(self.adapted, root=self.model)
         heads = None
-        if self.kind == "classifier":
+        if self.kind == ModelKind.CLASSIFIER:
             entries = distributed.tensor_entries(unwrap(self.model).task_heads)
             heads = distributed.gather(self.model, entries)
         return adapter, heads
@@ -273,7 +275,7 @@ class Trainer:
 
     def _load_sharded(self, directory: Path) -> None:
         load_adapter_weights(self.adapted, directory, root=self.model)
-        if self.kind == "classifier":
+        if self.kind == ModelKind.CLASSIFIER:
             entries = distributed.tensor_entries(unwrap(self.model).task_heads)
             distributed.scatter(self.model, entries, head_weights(directory), directory)
         distributed.load_training_state(self.accelerator, self.model, self.optimizer, directory)
@@ -439,7 +441,10 @@ class Trainer:
             self.log.combine(gather_object([self.log.sums]))
         counts = self.plan.task_counts(step * self.recipe.train.grad_accum)
         seen = {task.name: int(count) for task, count in zip(self.tasks, counts, strict=True)}
-        imbalanced = imbalanced_layers(stats, self.recipe.adapter)
+        adapter = self.recipe.adapter
+        imbalanced = imbalanced_layers(
+            stats, experts=adapter.num_expert_blocks, active=adapter.active_experts
+        )
         entry = self.log.flush(step, stats, seen, imbalanced)
         if imbalanced and len(imbalanced) != self.imbalanced_count:  # a line when it changes
             self.echo(f"warning: {imbalance_summary(imbalanced, len(stats), step)}")
@@ -551,7 +556,6 @@ class Trainer:
             build_report,
             eval_config,
             glue_names,
-            json_safe,
             results_path,
             untrained_path,
             write_results,

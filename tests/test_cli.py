@@ -46,7 +46,7 @@ def test_help_is_fast_and_imports_no_torch():
         (
             "model: {name_or_path: m}\nadapter: {method: smora, r: 8, k: 99}\n"
             "tasks: [{name: t, source: builtin:sentiment}]\n",
-            "adapter.k: (activated rank) must be <= r",
+            "adapter.k: (activated rank) must be at most r",
         ),
         (
             "model: {name_or_path: m}\nadapter: {method: wizard}\ntasks: [{name: t, source: builtin:sentiment}]\n",

@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from smora_cli.data.collate import IGNORE, CausalLMCollator
+from smora_cli.data.collate import CausalLMCollator
 from smora_cli.models import example_losses
+from smora_cli.utils.labels import IGNORE
 from tests import tiny_models
 from tests.fixtures import bpe_tokenizer
 

@@ -12,7 +12,7 @@ from smora_cli.adapters import AdapterConfig, adapter_layers, attach, load_adapt
 from smora_cli.adapters import routing_context as routed
 from smora_cli.errors import AdapterError, RecipeError, UserInputError
 from smora_cli.merging.combine import combine_deltas, mean_factors
-from smora_cli.merging.config import merge_config_from_dict
+from smora_cli.merging.config import merge_config_from_dict, merge_request
 from smora_cli.merging.run import export_per_task, run_merge
 from tests import tiny_models as tm
 
@@ -112,15 +112,10 @@ def test_more_folds_per_task_and_exports_every_task(tmp_path):
             layer.router.task_embedding.normal_(generator=torch.Generator().manual_seed(5))
     save_adapter(model, tmp_path / "more")
     batch = tm.inputs()
-    outs = export_per_task(
-        tmp_path / "more",
-        tmp_path / "tasks",
-        base_model=str(base_dir(tmp_path)),
-        dtype="float32",
-        output="model",
-        overwrite=False,
-        echo=lambda *_: None,
+    fold = merge_request(
+        None, tmp_path / "tasks", adapter=tmp_path / "more", base=str(base_dir(tmp_path))
     )
+    outs = export_per_task(fold.config, tmp_path / "tasks", echo=lambda *_: None)
     assert [p.name for p in outs] == ["x", "y"]
     for task_id, out in enumerate(outs):
         with routed(model, task_ids=task_id, token_masks=batch["attention_mask"]):

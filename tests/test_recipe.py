@@ -53,7 +53,7 @@ def test_peft_alias_keys(tmp_path):
 @pytest.mark.parametrize(
     "edit,expected",
     [
-        (["adapter.k=16"], "adapter.k: (activated rank) must be <= r (8), got 16"),
+        (["adapter.k=16"], "adapter.k: (activated rank) must be at most r (8), got 16"),
         (["adapter.method=magic"], "adapter.method: must be one of"),
         (["adapter.expert_rank=3"], "adapter.r: (8) must be divisible by expert_rank (3)"),
         (["adapter.r=eight"], "adapter.r: expected an integer, got 'eight' (str)"),
@@ -180,3 +180,60 @@ def test_shipped_merge_config_is_valid():
 
     config = load_merge_config(CONFIGS / "merge.yaml", check_paths=False)
     assert config.merge_method == "ties" and len(config.models) == 2
+
+
+@pytest.mark.parametrize(
+    "first,rest,expected",
+    [
+        (None, None, (None, [])),
+        ("r.yaml", ["train.lr=1"], (Path("r.yaml"), ["train.lr=1"])),
+        ("train.lr=1", ["adapter.r=4"], (None, ["train.lr=1", "adapter.r=4"])),
+    ],
+)
+def test_recipe_or_override_as_first_word(first, rest, expected):
+    from smora_cli.recipe import recipe_arguments
+
+    assert recipe_arguments(first, rest) == expected
+
+
+def test_a_file_named_like_an_override_is_the_recipe(tmp_path, monkeypatch):
+    from smora_cli.recipe import recipe_arguments
+
+    monkeypatch.chdir(tmp_path)
+    Path("a=b.yaml").write_text("{}")
+    assert recipe_arguments("a=b.yaml", []) == (Path("a=b.yaml"), [])
+
+
+def test_model_kinds_have_one_home(tmp_path):
+    from smora_cli.kinds import KINDS, ModelKind
+
+    assert KINDS == ("classifier", "causal-lm", "seq2seq") and ModelKind.SEQ2SEQ == "seq2seq"
+    default = recipe_from_dict(base(tmp_path))  # the default kind dumps as plain YAML
+    assert yaml.safe_load(default.to_yaml())["model"]["kind"] == "classifier"
+    [problem] = problems_of(tmp_path, base(tmp_path, model={"name_or_path": "m", "kind": "lm"}))
+    assert problem == (
+        "model.kind: expected one of 'classifier', 'causal-lm', 'seq2seq', got 'lm' (str)"
+    )
+
+
+def test_run_settings_are_read_without_revalidating_the_recipe(tmp_path):
+    from smora_cli.errors import UserInputError
+    from smora_cli.recipe import RESOLVED_NAME, read_run_settings
+
+    data = recipe_from_dict(base(tmp_path)).to_dict()
+    data["model"]["name_or_path"] = str(tmp_path / "moved-away")  # recipe_from_dict refuses it
+    data["eval"]["batch_size"] = 7
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / RESOLVED_NAME).write_text(yaml.safe_dump(data))
+    with pytest.raises(RecipeError, match="moved-away does not exist"):
+        recipe_from_dict(data)
+    settings = read_run_settings(run)
+    assert settings.model.name_or_path == str(tmp_path / "moved-away")
+    assert [t.name for t in settings.tasks] == ["t"] and settings.eval.batch_size == 7
+    data["eval"]["batch_size"] = "many"
+    (run / RESOLVED_NAME).write_text(yaml.safe_dump(data))
+    with pytest.raises(RecipeError, match="eval.batch_size: expected an integer, got 'many'"):
+        read_run_settings(run)
+    with pytest.raises(UserInputError, match="is not a smora run directory"):
+        read_run_settings(tmp_path)

@@ -215,6 +215,7 @@ def test_merging_into_the_base_folder_and_without_a_tokenizer(tmp_path):
 
 
 def test_per_task_export_checks_every_folder_before_writing(tmp_path):
+    from smora_cli.merging.config import merge_request
     from smora_cli.merging.run import export_per_task
 
     base = tmp_path / "base"
@@ -225,24 +226,17 @@ def test_per_task_export_checks_every_folder_before_writing(tmp_path):
     )
     (tmp_path / "out" / "y").mkdir(parents=True)
     (tmp_path / "out" / "y" / "notes.txt").write_text("mine")
+    fold = merge_request(None, tmp_path / "out", adapter=tmp_path / "more", base=str(base))
     with pytest.raises(UserInputError, match="out/y is not the output of a smora merge"):
-        export_per_task(
-            tmp_path / "more",
-            tmp_path / "out",
-            base_model=str(base),
-            dtype="float32",
-            output="model",
-            overwrite=True,
-            echo=lambda *_: None,
-        )
+        export_per_task(fold.config, tmp_path / "out", overwrite=True, echo=lambda *_: None)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["y"]  # x not written
 
 
 def test_a_sweep_cell_busy_in_another_process(tmp_path, encoder_dir):
     base = recipe_from_dict(classifier_recipe(encoder_dir, tmp_path / "data", tmp_path / "x"))
     sweep = SweepSection(
-        total_rank=4,
-        active_rank=2,
+        r=4,
+        k=2,
         expert_ranks=[2],
         methods=["smora"],
         baselines=[],
@@ -271,9 +265,7 @@ def test_a_sweep_cell_always_evaluates(tmp_path, encoder_dir):
     """With eval.at_end: false in the base recipe, a finished cell crashed (no scores)."""
     data = classifier_recipe(encoder_dir, tmp_path / "data", tmp_path / "x")
     data["eval"]["at_end"] = False
-    sweep = SweepSection(
-        total_rank=4, active_rank=2, expert_ranks=[2], methods=["smora"], baselines=[], seeds=[0]
-    )
+    sweep = SweepSection(r=4, k=2, expert_ranks=[2], methods=["smora"], baselines=[], seeds=[0])
     cell = plan_cells(sweep, echo=lambda *_: None)[0]
     assert cell_recipe(recipe_from_dict(data), cell, tmp_path / "s").eval.at_end is True
 

@@ -40,7 +40,8 @@ def test_router_imbalance_is_one_line_naming_the_worst_layer():
     tm.forward(model, batch)
     on_optimizer_step(model)
     stats = router_stats(model)
-    imbalanced = imbalanced_layers(stats, config)
+    experts = {"experts": config.num_expert_blocks, "active": config.active_experts}  # 8, 2
+    imbalanced = imbalanced_layers(stats, **experts)
     assert set(imbalanced) == set(stats) and len(stats) == 4
     assert all(share == pytest.approx(1.0) for share in imbalanced.values())
     line = imbalance_summary(imbalanced, len(stats), step=5)
@@ -48,9 +49,9 @@ def test_router_imbalance_is_one_line_naming_the_worst_layer():
     assert line.startswith("router imbalance at step 5: in 4 of 4 routed layers one expert")
     assert "(worst: model.layers.0.self_attn.q_proj, 100%)" in line
     balanced = {"layer": {"max_load": 1 / 8, "min_load": 1 / 8, "entropy": 1.0}}
-    assert imbalanced_layers(balanced, config) == {}
+    assert imbalanced_layers(balanced, **experts) == {}
     half = {"layer": {"max_load": 0.46, "min_load": 0.0, "entropy": 0.5}}  # 92 % of tokens
-    assert imbalanced_layers(half, config) == {"layer": pytest.approx(0.92)}
+    assert imbalanced_layers(half, **experts) == {"layer": pytest.approx(0.92)}
 
 
 def test_non_utf8_and_malformed_task_files(tmp_path):

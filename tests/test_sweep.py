@@ -8,9 +8,9 @@ import pytest
 from torch import nn
 
 from smora_cli.adapters import AdapterConfig, attach, count_parameters
-from smora_cli.errors import UserInputError
+from smora_cli.errors import Stopped, UserInputError
 from smora_cli.recipe import SweepSection, recipe_from_dict
-from smora_cli.sweep import Interrupted, cell_recipe, plan_cells, run_sweep
+from smora_cli.sweep import cell_recipe, plan_cells, run_sweep
 from smora_cli.train import Trainer
 from tests.fixtures import classifier_recipe
 
@@ -18,8 +18,8 @@ from tests.fixtures import classifier_recipe
 def test_grid_arithmetic_and_skips():
     messages = []
     sweep = SweepSection(
-        total_rank=64,
-        active_rank=8,
+        r=64,
+        k=8,
         expert_ranks=[1, 2, 3, 4, 8, 16],
         methods=["smora", "moe-lora", "flylora"],
         baselines=["lora:8", "lora:64"],
@@ -39,7 +39,9 @@ def test_grid_arithmetic_and_skips():
     assert len({c.name for c in cells}) == len(cells)
     # p=3 divides neither 64 nor 8; p=16 does not divide k=8; flylora is rank-1 only.
     assert sum("smora p=3" in m for m in messages) == 1
-    assert any("moe-lora p=16: p must divide" in m for m in messages)
+    assert any(
+        "moe-lora p=16: `k` (8) must be divisible by expert_rank (16)" in m for m in messages
+    )
     assert sum(m.startswith("skipping flylora") for m in messages) == 5
 
 
@@ -48,7 +50,7 @@ def test_grid_arithmetic_and_skips():
     [
         (SweepSection(methods=["lora"]), "is not a rank-expert method"),
         (SweepSection(baselines=["lora"]), "must look like lora:RANK"),
-        (SweepSection(active_rank=128), "must be between 1"),
+        (SweepSection(k=128), "must be between 1"),
         (SweepSection(expert_ranks=[3], methods=["smora"], baselines=[]), "no valid cell"),
     ],
 )
@@ -62,8 +64,8 @@ def test_parameter_budgets_match_hand_counts(tmp_path):
     n, m, r, k = 32, 48, 16, 4
     cells = plan_cells(
         SweepSection(
-            total_rank=r,
-            active_rank=k,
+            r=r,
+            k=k,
             expert_ranks=[1, 2, 4],
             methods=["smora", "moe-lora", "flylora"],
             baselines=[f"lora:{k}", f"lora:{r}"],
@@ -91,8 +93,8 @@ def test_parameter_budgets_match_hand_counts(tmp_path):
 
 def small_sweep(tmp_path):
     return SweepSection(
-        total_rank=4,
-        active_rank=2,
+        r=4,
+        k=2,
         expert_ranks=[1, 2],
         methods=["smora"],
         baselines=["lora:2"],
@@ -131,7 +133,7 @@ def test_sweep_end_to_end_resumes_and_skips(tmp_path, encoder_dir, monkeypatch):
         return stats
 
     monkeypatch.setattr(Trainer, "_optimizer_step", interrupted)
-    with pytest.raises(Interrupted, match="cell 1 .* stopped at step 2") as info:
+    with pytest.raises(Stopped, match="cell 1 .* stopped at step 2") as info:
         run_sweep(base, sweep, echo=lambda *_: None)
     assert info.value.exit_code == 128 + signal.SIGTERM
     messages = []
@@ -179,9 +181,9 @@ def test_a_finished_cell_is_reused_only_for_the_same_recipe(
     recipe.write_text(yaml.safe_dump(data))
     out = tmp_path / "sweep"
     grid = [
-        "--total-rank",
+        "--r",
         "4",
-        "--active-rank",
+        "--k",
         "2",
         "--expert-ranks",
         "2",
@@ -225,7 +227,8 @@ def test_empty_seed_list_and_the_slurm_example(monkeypatch, capsys):
     import re
     import sys
 
-    from smora_cli.cli import SWEEP_EXAMPLES, main
+    from smora_cli.cli import main
+    from smora_cli.commands.sweep import EXAMPLES as SWEEP_EXAMPLES
     from smora_cli.recipe import load_recipe
 
     monkeypatch.setattr(sys, "argv", ["smora", "sweep-granularity", "--seeds", "", "--list-cells"])
@@ -244,3 +247,34 @@ def test_empty_seed_list_and_the_slurm_example(monkeypatch, capsys):
     assert capsys.readouterr().out.splitlines()[-1] == (
         f"{len(cells)} cells; as a SLURM array: sbatch --array=0-{len(cells) - 1} ..."
     )
+
+
+def test_flags_go_through_the_sweep_schema():
+    from smora_cli.errors import RecipeError
+    from smora_cli.sweep import sweep_section
+
+    section = SweepSection()
+    flagged = sweep_section(section, {"k": 4, "seeds": [7], "methods": None})
+    assert (flagged.r, flagged.k, flagged.seeds, flagged.methods) == (
+        64,
+        4,
+        [7],
+        ["smora", "moe-lora", "flylora"],
+    )
+    assert (section.k, section.seeds) == (8, [1, 2, 3])  # the recipe's section is not touched
+    with pytest.raises(RecipeError, match=r"sweep.r: expected an integer, got '64'"):
+        sweep_section(section, {"r": "64"})
+    with pytest.raises(RecipeError, match="sweep.rank: unknown key"):
+        sweep_section(section, {"rank": 4})
+
+
+def test_list_cells_lines():
+    from smora_cli.sweep import cell_lines
+
+    sweep = SweepSection(r=8, k=2, expert_ranks=[1, 2], methods=["smora"], baselines=[], seeds=[0])
+    lines = cell_lines(plan_cells(sweep, echo=lambda *_: None))
+    assert lines == [
+        "  0  smora-p1-seed0           method=smora r=8 k=2 p=1 E=8 active=2",
+        "  1  smora-p2-seed0           method=smora r=8 k=2 p=2 E=4 active=1",
+        "2 cells; as a SLURM array: sbatch --array=0-1 ...",
+    ]

@@ -11,15 +11,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from smora_cli.adapters.methods import METHODS, method_of, methods_where
 from smora_cli.errors import AdapterConfigError, AdapterError
 
-METHODS = ("lora", "moe-lora", "smora", "flylora", "more", "hydra")
-# Methods whose router picks ranks per token: they need an activated rank `k` below r.
-TOKEN_ROUTED = ("moe-lora", "smora", "flylora")
-# Methods whose router is a learned linear gate over the token's input.
-GATED = ("moe-lora", "smora", "hydra")
-# Default balance-bias step size u per method (METHODS.md); methods without a bias ignore it.
-DEFAULT_BALANCE_RATE = {"smora": 1e-5, "flylora": 1e-3}
 DEFAULT_HYDRA_HEADS = 4
 TARGET_ALL_LINEAR = "all-linear"
 
@@ -115,11 +109,12 @@ class AdapterConfig:
             out.append(("task_names", f"has duplicates: {self.task_names}"))
         if not self.contrastive_temperature > 0:
             out.append(("contrastive_temperature", "must be > 0"))
-        if self.center_router_input and self.method not in GATED:
+        if self.center_router_input and not method_of(self.method).learned_gate:
             out.append(
                 (
                     "center_router_input",
-                    f"applies to learned token gates ({', '.join(GATED)}), not {self.method!r}",
+                    f"applies to learned token gates ({', '.join(methods_where('learned_gate'))}), "
+                    f"not {self.method!r}",
                 )
             )
         if self.method == "hydra" and self.num_experts is not None and self.num_experts < 2:
@@ -136,7 +131,7 @@ class AdapterConfig:
 
     def _rank_problems(self) -> list[tuple[str, str]]:
         r, k, p = self.r, self.k, self.expert_rank
-        if self.method in TOKEN_ROUTED:
+        if method_of(self.method).token_routed:
             if k is None:
                 return [
                     (
@@ -146,7 +141,7 @@ class AdapterConfig:
                     )
                 ]
             if k > r:
-                return [("k", f"(activated rank) must be <= r ({r}), got {k}")]
+                return [("k", f"(activated rank) must be at most r ({r}), got {k}")]
             if self.method == "flylora" and p != 1:
                 return [("expert_rank", "must be 1 for flylora (each rank is an expert)")]
             if r % p:
@@ -190,7 +185,7 @@ class AdapterConfig:
     def effective_balance_rate(self) -> float:
         if self.balance_rate is not None:
             return self.balance_rate
-        return DEFAULT_BALANCE_RATE.get(self.method, 0.0)
+        return method_of(self.method).default_balance_rate
 
     @property
     def scaling(self) -> float:

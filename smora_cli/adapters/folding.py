@@ -1,11 +1,16 @@
-"""Fold an adapter into its base weights: W <- W0 + Delta W, then drop the adapter layers."""
+"""Fold an adapter into its base weights (W <- W0 + Delta W, then drop the adapter layers),
+and the fixed-gate pieces `smora merge` builds merges from: deltas, factors, refusals."""
 
 from __future__ import annotations
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
-from smora_cli.adapters.inject import CONFIG_ATTR, adapter_config_of, adapter_layers
+from smora_cli.adapters.config import AdapterConfig
+from smora_cli.adapters.inject import CONFIG_ATTR, adapter_config_of, adapter_layers, attach
 from smora_cli.adapters.layer import RankExpertLinear
+from smora_cli.adapters.methods import method_of
+from smora_cli.adapters.routers import cannot_fold_error
 from smora_cli.errors import AdapterError
 
 
@@ -57,3 +62,59 @@ def unload(model: nn.Module) -> dict[str, RankExpertLinear]:
         setattr(parent, child, layer.base_layer)
     delattr(model, CONFIG_ATTR)
     return layers
+
+
+def check_foldable(method: str) -> None:
+    """Refuse a method whose gate depends on the token: its Delta W is no fixed matrix.
+
+    Raises:
+        AdapterError: saying how such adapters can be merged instead.
+    """
+    if not method_of(method).foldable:
+        raise cannot_fold_error(method)
+
+
+@torch.no_grad()
+def task_factors(
+    layer: RankExpertLinear, task_id: int | None, factor: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """(A [r, in], factor * s B diag(g) [out, r]) in float32 for a token-independent gate g
+    (`task_id`'s for a task-routed adapter): their product is factor * Delta W exactly, so
+    the factors of several adapters, stacked, write their weighted sum as one LoRA."""
+    gate = layer.router.static_weights(task_id)
+    columns = torch.full((layer.config.r,), layer.scaling * factor)
+    if gate is not None:
+        columns = columns * gate.float()
+    return layer.lora_A.float(), layer.lora_B.float() * columns
+
+
+@torch.no_grad()
+def add_delta(layer: RankExpertLinear, delta: Tensor) -> None:
+    """Add Delta W [out, in] (such as a merge of several adapters' deltas) to the base weight
+    of a detached adapter layer (`unload`)."""
+    weight = layer.base_layer.weight
+    delta = delta.T if layer.fan_in_fan_out else delta
+    weight.copy_((weight.float() + delta).to(weight.dtype))
+
+
+@torch.no_grad()
+def attach_factors(
+    model: nn.Module,
+    factors: dict[str, tuple[Tensor, Tensor]],
+    base_model_name_or_path: str | None,
+) -> None:
+    """Attach a plain LoRA holding the given (A [rank, in], B [out, rank]) at each module path,
+    scaled by 1, so that each layer's Delta W is exactly B A."""
+    rank = next(iter(factors.values()))[0].shape[0]
+    config = AdapterConfig(
+        method="lora",
+        r=rank,
+        alpha=float(rank),
+        target_modules=list(factors),
+        base_model_name_or_path=base_model_name_or_path,
+    )
+    attach(model, config)
+    for path, (a, b) in factors.items():
+        layer = model.get_submodule(path)
+        layer.lora_A.copy_(a)
+        layer.lora_B.copy_(b)

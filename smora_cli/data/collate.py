@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torch
 
-IGNORE = -100
+from smora_cli.kinds import ModelKind
+from smora_cli.utils.labels import IGNORE
 
 
 class ClassifierCollator:
@@ -177,8 +178,8 @@ def collator_for(
 
     `chat` (causal LMs only): render prompts through the tokenizer's chat template.
     """
-    if kind == "classifier":
+    if kind == ModelKind.CLASSIFIER:
         return ClassifierCollator(tokenizer, max_length)
-    if kind == "causal-lm":
+    if kind == ModelKind.CAUSAL_LM:
         return CausalLMCollator(tokenizer, max_length, target_max_length, chat=chat)
     return Seq2SeqCollator(tokenizer, max_length, target_max_length)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from smora_cli.data.glue import GLUE_TASKS
+from smora_cli.kinds import ModelKind
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
@@ -216,7 +217,7 @@ def task_problems(spec: TaskSpec, model_kind: str) -> list[str]:
         ]
     problems = []
     text = _as_list(spec.text) or ["text"]
-    if len(text) > 2 and model_kind == "classifier":
+    if len(text) > 2 and model_kind == ModelKind.CLASSIFIER:
         problems.append(f"text: a classifier takes one or two text columns, got {text}")
     if task_type == "classification" and (not spec.labels or len(spec.labels) < 2):
         problems.append(
@@ -227,7 +228,7 @@ def task_problems(spec: TaskSpec, model_kind: str) -> list[str]:
     if repeated:
         problems.append(f"labels: {repeated} appear more than once; each class needs its own name")
     problems += _split_problems(spec.splits)
-    if task_type == "generation" and model_kind == "classifier":
+    if task_type == "generation" and model_kind == ModelKind.CLASSIFIER:
         problems.append("type: generation tasks need model.kind causal-lm or seq2seq")
     if task_type == "generation" and not spec.target:
         problems.append("target: a generation task names its target text column")

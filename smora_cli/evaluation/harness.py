@@ -24,6 +24,7 @@ import lm_eval.models  # noqa: F401  (registers the stock models before ours)
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
+from smora_cli.adapters.methods import method_of
 from smora_cli.errors import UserInputError
 
 
@@ -51,10 +52,10 @@ class SmoraLM(HFLM):
         **kwargs,
     ):
         from smora_cli.adapters.io import read_adapter_config
-        from smora_cli.models import HEADS_CONFIG, resolve_model_path
+        from smora_cli.models import has_heads, resolve_model_path
 
         config = read_adapter_config(adapter) if adapter else None
-        if adapter and (Path(adapter) / HEADS_CONFIG).is_file():
+        if adapter and has_heads(adapter):
             raise UserInputError(
                 f"{adapter} is a classifier adapter (task heads, no language-model head); the "
                 "harness scores language models (causal-lm or seq2seq runs)"
@@ -91,7 +92,7 @@ class SmoraLM(HFLM):
 
 
 def _task_index(config, task: str | None) -> int | None:
-    routed = config is not None and config.method == "more"
+    routed = config is not None and method_of(config.method).task_routed
     if not routed:
         if task is not None:
             raise UserInputError(

@@ -11,15 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import yaml
-
+from smora_cli.adapters.methods import method_of
 from smora_cli.data.glue import GLUE_SUITE, GLUE_TASKS
 from smora_cli.data.tasks import TaskSpec, complete_spec, resolve_task, task_problems
-from smora_cli.errors import RecipeError, UserInputError
+from smora_cli.errors import UserInputError
 from smora_cli.evaluation.model_kind import infer_kind
 from smora_cli.evaluation.results import results_path
 from smora_cli.evaluation.stderr import DEFAULT_BOOTSTRAP_ITERS
-from smora_cli.recipe import RESOLVED_NAME, recipe_from_dict
+from smora_cli.kinds import ModelKind
+from smora_cli.recipe import read_run_settings
 
 RUNS_DIR = Path("runs")
 ADAPTER_DIR = "adapter"
@@ -68,16 +68,6 @@ def latest_run(root: Path = RUNS_DIR) -> Path | None:
     """The most recently finished run under `root` (one with a final adapter)."""
     runs = [p for p in root.glob("*") if (p / ADAPTER_DIR / "adapter_config.json").is_file()]
     return max(runs, key=lambda p: (p / ADAPTER_DIR).stat().st_mtime) if runs else None
-
-
-def _run_recipe(run_dir: Path):
-    path = run_dir / RESOLVED_NAME
-    if not path.is_file():
-        raise UserInputError(f"{run_dir} is not a smora run directory (no {RESOLVED_NAME})")
-    try:
-        return recipe_from_dict(yaml.safe_load(path.read_text()), source=str(path))
-    except (yaml.YAMLError, RecipeError) as e:
-        raise UserInputError(f"{path} cannot be read as a recipe: {e}") from e
 
 
 def _named_task(name: str, recipe_tasks: dict[str, TaskSpec], data_dir: Path | None) -> TaskSpec:
@@ -158,7 +148,7 @@ def plan(request: EvalRequest, echo=print) -> EvalPlan:
                 f"no finished run under ./{RUNS_DIR}"
             )
         echo(f"evaluating the most recent run: {run_dir}")
-    recipe = _run_recipe(run_dir) if run_dir else None
+    recipe = read_run_settings(run_dir) if run_dir else None
     if request.no_adapter and request.adapter is not None:
         raise UserInputError("--no-adapter and --adapter contradict each other")
     adapter = request.adapter or (run_dir / ADAPTER_DIR if run_dir else None)
@@ -194,20 +184,21 @@ def plan(request: EvalRequest, echo=print) -> EvalPlan:
 def _heads_folders(model: str, adapter: Path | None) -> list[Path]:
     """Folders holding task heads: beside the adapter, or beside a model folded by `smora
     merge`."""
-    from smora_cli.models import HEADS_CONFIG, resolve_model_path
+    from smora_cli.models import has_heads, resolve_model_path
 
     folders = (adapter, Path(resolve_model_path(model)))
-    return [f for f in folders if f is not None and (f / HEADS_CONFIG).is_file()]
+    return [f for f in folders if f is not None and has_heads(f)]
 
 
 def _trained_tasks(model, kind: str) -> list[str] | None:
     """Tasks the adapter/heads index by position, or None when nothing is task-specific."""
-    if kind == "classifier":
+    if kind == ModelKind.CLASSIFIER:
         return list(model.task_names)
     from smora_cli.adapters.inject import CONFIG_ATTR
 
     config = getattr(model, CONFIG_ATTR, None)
-    return list(config.task_names) if config is not None and config.method == "more" else None
+    routed = config is not None and method_of(config.method).task_routed
+    return list(config.task_names) if routed else None
 
 
 def _task_index(spec: TaskSpec, trained: list[str] | None) -> int:
@@ -228,7 +219,11 @@ def _task_index(spec: TaskSpec, trained: list[str] | None) -> int:
 def _peft_classifier(job: EvalPlan) -> bool:
     from smora_cli.adapters.peft_classifier import is_peft_classifier
 
-    return job.kind == "classifier" and job.adapter is not None and is_peft_classifier(job.adapter)
+    return (
+        job.kind == ModelKind.CLASSIFIER
+        and job.adapter is not None
+        and is_peft_classifier(job.adapter)
+    )
 
 
 def _heads_dir(job: EvalPlan) -> Path | None:
@@ -260,7 +255,7 @@ def _load_model_of_kind(job: EvalPlan):
         return tokenizer, load_peft_classifier(model, job.adapter).eval()
     if job.adapter is not None:
         model = load_adapter(model, job.adapter)
-    if job.kind == "classifier":
+    if job.kind == ModelKind.CLASSIFIER:
         heads = _heads_dir(job)
         if heads is None:
             raise UserInputError(
@@ -320,7 +315,7 @@ def execute(job: EvalPlan, request: EvalRequest, echo=print) -> dict:
     indices = {spec.name: _task_index(spec, trained) for spec in job.tasks}  # refuse first
     for spec in job.tasks:
         index, labels = indices[spec.name], resolve_task(spec).num_labels
-        if job.kind == "classifier" and model.num_labels[index] not in (labels, 0):
+        if job.kind == ModelKind.CLASSIFIER and model.num_labels[index] not in (labels, 0):
             raise UserInputError(
                 f"task {spec.name!r} has {labels} labels but its head has {model.num_labels[index]}"
             )

@@ -12,14 +12,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from smora_cli.errors import UserInputError
+from smora_cli.errors import UserInputError, first_line
+from smora_cli.kinds import ModelKind
 
 # PEFT task types -> smora kinds (FEATURE_EXTRACTION: a bare encoder, as smora's classifier).
 TASK_TYPE_KINDS = {
-    "CAUSAL_LM": "causal-lm",
-    "SEQ_2_SEQ_LM": "seq2seq",
-    "SEQ_CLS": "classifier",
-    "FEATURE_EXTRACTION": "classifier",
+    "CAUSAL_LM": ModelKind.CAUSAL_LM,
+    "SEQ_2_SEQ_LM": ModelKind.SEQ2SEQ,
+    "SEQ_CLS": ModelKind.CLASSIFIER,
+    "FEATURE_EXTRACTION": ModelKind.CLASSIFIER,
 }
 _DECODER_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 # Heads that sit on an encoder's hidden states: smora scores such a model as a classifier.
@@ -35,12 +36,12 @@ _ENCODER_SUFFIXES = (
 )
 
 
-def kind_of_architecture(name: str) -> str | None:
+def kind_of_architecture(name: str) -> ModelKind | None:
     """The kind of a decoder-only or encoder-only `transformers` class name, else None."""
     if name.endswith(_DECODER_SUFFIXES):
-        return "causal-lm"
+        return ModelKind.CAUSAL_LM
     if name.endswith(_ENCODER_SUFFIXES):
-        return "classifier"
+        return ModelKind.CLASSIFIER
     return None
 
 
@@ -55,7 +56,9 @@ def adapter_task_type(adapter: Path | None) -> str | None:
     return data.get("task_type") if isinstance(data, dict) else None
 
 
-def infer_kind(model: str, adapter: Path | None, heads_folders: list[Path]) -> tuple[str, str]:
+def infer_kind(
+    model: str, adapter: Path | None, heads_folders: list[Path]
+) -> tuple[ModelKind, str]:
     """(kind, what it was read from) of `model` with `adapter`.
 
     Args:
@@ -67,7 +70,7 @@ def infer_kind(model: str, adapter: Path | None, heads_folders: list[Path]) -> t
         UserInputError: the config cannot be read, or says nothing about the kind.
     """
     if heads_folders:
-        return "classifier", f"the task heads in {heads_folders[0]}"
+        return ModelKind.CLASSIFIER, f"the task heads in {heads_folders[0]}"
     task_type = adapter_task_type(adapter)
     if task_type in TASK_TYPE_KINDS:
         return TASK_TYPE_KINDS[task_type], f"the adapter's task_type {task_type}"
@@ -78,9 +81,9 @@ def infer_kind(model: str, adapter: Path | None, heads_folders: list[Path]) -> t
     try:
         config = AutoConfig.from_pretrained(resolve_model_path(model))
     except (OSError, ValueError) as e:
-        raise UserInputError(f"cannot read the config of model {model!r}: {e}") from e
+        raise UserInputError(f"cannot read the config of model {model!r}: {first_line(e)}") from e
     if getattr(config, "is_encoder_decoder", False):
-        return "seq2seq", "its config (is_encoder_decoder)"
+        return ModelKind.SEQ2SEQ, "its config (is_encoder_decoder)"
     architectures = getattr(config, "architectures", None) or []
     kinds = {kind_of_architecture(name) for name in architectures} - {None}
     if len(kinds) == 1:

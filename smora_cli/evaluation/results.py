@@ -24,12 +24,12 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
 from smora_cli.errors import UserInputError
+from smora_cli.utils.jsonio import json_safe
 
 FORMAT = "smora-eval/2"
 LEGACY_FORMAT = "smora-eval/1"
@@ -183,17 +183,6 @@ def write_samples(path: Path, samples: list[dict]) -> None:
     from smora_cli.utils.fs import atomic_write_text
 
     atomic_write_text(path, "".join(json.dumps(json_safe(s)) + "\n" for s in samples))
-
-
-def json_safe(value):
-    """NaN/inf become null, so result files are strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def load_results(path: Path) -> dict:

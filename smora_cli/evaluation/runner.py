@@ -9,6 +9,7 @@ from smora_cli.data.sources import TaskData
 from smora_cli.evaluation.metrics import compute, primary_score
 from smora_cli.evaluation.scoring import Scorer, references
 from smora_cli.evaluation.stderr import DEFAULT_BOOTSTRAP_ITERS
+from smora_cli.kinds import ModelKind
 
 
 @dataclass
@@ -123,7 +124,7 @@ def score_task(
         task,
         split,
         task_id=task_id,
-        text_to_text=scorer.kind != "classifier",
+        text_to_text=scorer.kind != ModelKind.CLASSIFIER,
         limit=limit or task.max_eval_examples,
         shuffle_seed=seed,
     )

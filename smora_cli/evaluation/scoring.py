@@ -19,6 +19,7 @@ from smora_cli.adapters.inject import routing_context
 from smora_cli.data.collate import collator_for
 from smora_cli.data.sources import TaskData
 from smora_cli.errors import DataError
+from smora_cli.kinds import ModelKind
 from smora_cli.models import accepts, example_losses, unwrap, with_positions
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -50,7 +51,7 @@ class Scorer:
         """Predictions for `items` of one task: class ids, floats or strings."""
         task_ids = torch.full((len(items),), data.task_id, dtype=torch.long)
         with routing_context(self.model, task_ids=task_ids):
-            if self.kind == "classifier":
+            if self.kind == ModelKind.CLASSIFIER:
                 return self._classify(items)
             if data.task.type == "classification":
                 return self._rank_classify(data, items)
@@ -80,7 +81,7 @@ class Scorer:
         labels = data.task.label_names
         self._check_label_lengths(data.task.name, labels)
         scores = None
-        if self.kind == "causal-lm":
+        if self.kind == ModelKind.CAUSAL_LM:
             scores = self._shared_prompt_scores(items, labels, data.task_id)
         if scores is None:  # seq2seq, or a model whose cache cannot be shared
             scores = self._expanded_scores(items, labels)
@@ -118,7 +119,7 @@ class Scorer:
 
     def _generate(self, items: list[dict]) -> list[str]:
         tokenizer, model = self.tokenizer, unwrap(self.model)
-        if self.kind == "causal-lm":
+        if self.kind == ModelKind.CAUSAL_LM:
             # The prompts exactly as training saw them (chat template, left truncation).
             room = self.collate.max_length
             prompts = [self.collate.prompt_ids(item["text"], room) for item in items]
@@ -135,7 +136,7 @@ class Scorer:
             eos_token_id=stop,
             pad_token_id=tokenizer.pad_token_id,
         )
-        if self.kind == "causal-lm":
+        if self.kind == ModelKind.CAUSAL_LM:
             output = output[:, batch["input_ids"].shape[1] :]
         return [text.strip() for text in tokenizer.batch_decode(output, skip_special_tokens=True)]
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from smora_cli.errors import RecipeError
+from smora_cli.errors import RecipeError, UserInputError
 from smora_cli.utils.schema import (
     checked_fields,
     dataclass_from,
@@ -214,3 +214,50 @@ def _rules(config: MergeConfig, check_paths: bool) -> list[str]:
             "adapter holds; use output: model (or linear/task_arithmetic/mean)"
         )
     return problems
+
+
+@dataclass(frozen=True)
+class MergeRequest:
+    """What `smora merge` was asked: run `config`; with `per_task`, `config` folds one
+    task-routed adapter and each of its tasks is folded into OUT_DIR/<task>/."""
+
+    config: MergeConfig
+    per_task: bool = False
+
+
+def merge_request(
+    config_file: Path | None,
+    out_dir: Path,
+    *,
+    adapter: Path | None = None,
+    task: str | None = None,
+    per_task: bool = False,
+    base: str | None = None,
+    dtype: str = "float32",
+    output: str = "model",
+) -> MergeRequest:
+    """The merge that `smora merge [CONFIG_FILE] OUT_DIR` with these flags asks for: the
+    config file's, or a fold of one `adapter` (MoRE: of one `task`, or of each `per_task`).
+
+    Raises:
+        UserInputError: the config file and the fold flags are both given, or neither; or
+            the flags make no valid fold (every problem named, as in a config file).
+    """
+    if config_file is not None:
+        if adapter or task or per_task:
+            raise UserInputError("a merge config replaces --adapter/--task/--per-task")
+        return MergeRequest(load_merge_config(config_file))
+    if adapter is None:
+        if out_dir.is_file():  # `smora merge merge.yaml`: the config given, OUT_DIR forgotten
+            raise UserInputError(f"OUT_DIR is missing: smora merge {out_dir} OUT_DIR")
+        raise UserInputError("give a merge CONFIG.yaml, or --adapter DIR to fold one adapter")
+    if per_task and task:
+        raise UserInputError("--per-task folds every task of the adapter; drop --task")
+    fold = {
+        "base_model": base,
+        "merge_method": "fold",
+        "dtype": dtype,
+        "output": output,
+        "models": [{"adapter": str(adapter), "task": task}],
+    }
+    return MergeRequest(merge_config_from_dict(fold, source="command line"), per_task=per_task)

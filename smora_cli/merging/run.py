@@ -7,15 +7,22 @@ layer by layer, so memory stays near one model plus the adapters' factors.
 
 from __future__ import annotations
 
-import json
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
 
-from smora_cli.adapters.config import TOKEN_ROUTED, AdapterConfig
-from smora_cli.adapters.folding import task_index, unload
+from smora_cli.adapters.config import AdapterConfig
+from smora_cli.adapters.folding import (
+    add_delta,
+    attach_factors,
+    check_foldable,
+    task_factors,
+    task_index,
+    unload,
+)
 from smora_cli.adapters.inject import attach
 from smora_cli.adapters.io import (
     adapter_state_dict,
@@ -25,15 +32,15 @@ from smora_cli.adapters.io import (
     write_adapter,
 )
 from smora_cli.adapters.layer import RankExpertLinear
-from smora_cli.adapters.routers import cannot_fold_error
+from smora_cli.adapters.methods import method_of
 from smora_cli.errors import AdapterError, JobError, UserInputError
 from smora_cli.merging.combine import combine_deltas, mean_factors
-from smora_cli.merging.config import EXACT_LOW_RANK, MergeConfig, MergeParameters, Source
-from smora_cli.models import HEADS_CONFIG, HEADS_WEIGHTS, resolve_model_path
+from smora_cli.merging.config import EXACT_LOW_RANK, MergeConfig, MergeRequest
+from smora_cli.models import combine_heads, resolve_model_path
 from smora_cli.preflight import check_tokenizer_files
 from smora_cli.utils.fs import WRITE_ERRORS, atomic_directory, clear_leftovers, write_failure
 from smora_cli.utils.lock import DirectoryLock
-from smora_cli.utils.log import quiet_libraries
+from smora_cli.utils.log import quiet_libraries, warn
 
 MERGE_RECIPE = "merge_config.yaml"
 # Hyper-parameters that must agree for a factor-space mean (the seed of FlyLoRA's A may not).
@@ -98,8 +105,8 @@ def check_compatible(config: MergeConfig, adapters: list[AdapterConfig]) -> None
                         f"{getattr(first, key)!r} in models.0; a factor mean "
                         "needs identical shapes and routing"
                     )
-    if config.merge_method != "mean" and first.method in (*TOKEN_ROUTED, "hydra"):
-        raise cannot_fold_error(first.method)
+    if config.merge_method != "mean":
+        check_foldable(first.method)
     if config.output == "peft" and first.method != "lora" and config.merge_method == "mean":
         raise AdapterError(
             f"output: peft holds LoRA adapters only; a mean of {first.method} "
@@ -112,8 +119,38 @@ def _targets(adapter: AdapterConfig) -> list[str]:
     return [targets] if isinstance(targets, str) else list(targets)
 
 
-def run_merge(config: MergeConfig, out_dir: Path, *, overwrite: bool = False, echo=print) -> Path:
+def shared_a_seeds(adapters: list[AdapterConfig]) -> str | None:
+    """A warning when two or more adapters with a frozen random A (FlyLoRA) drew it from the
+    same `a_seed`: their A matrices are then identical, which a study of merging task
+    adapters must avoid; None otherwise."""
+    seeds: dict[int, list[int]] = {}
+    for i, adapter in enumerate(adapters):
+        if not method_of(adapter.method).trains_a:
+            seeds.setdefault(adapter.a_seed, []).append(i)
+    shared = {seed: models for seed, models in seeds.items() if len(models) > 1}
+    if not shared:
+        return None
+    groups = "; ".join(
+        f"{', '.join(f'models.{i}' for i in models)} share a_seed {seed}"
+        for seed, models in shared.items()
+    )
+    return (
+        f"{groups}: their frozen A matrices are identical; train each task adapter with its "
+        "own adapter.a_seed if the merge should combine distinct A"
+    )
+
+
+def run_merge(
+    config: MergeConfig,
+    out_dir: Path,
+    *,
+    overwrite: bool = False,
+    echo=print,
+    warn: Callable[[str], None] = warn,
+) -> Path:
     """Carry out a merge config, holding OUT_DIR's lock; returns the output directory.
+
+    `warn` gets what the merge may not want (adapters that share a frozen A); `echo` the rest.
 
     Raises:
         UserInputError: OUT_DIR is taken (see `check_out_dir`), locked by another process,
@@ -124,12 +161,15 @@ def run_merge(config: MergeConfig, out_dir: Path, *, overwrite: bool = False, ec
     with DirectoryLock(out_dir, "merge"):
         check_out_dir(config, out_dir, overwrite)
         clear_leftovers(out_dir)  # of a merge killed while writing
-        return _merge(config, out_dir, echo)
+        return _merge(config, out_dir, echo, warn)
 
 
-def _merge(config: MergeConfig, out_dir: Path, echo) -> Path:
+def _merge(config: MergeConfig, out_dir: Path, echo, warn) -> Path:
     adapters = [read_adapter_config(Path(m.adapter)) for m in config.models]
     check_compatible(config, adapters)
+    shared = shared_a_seeds(adapters)
+    if shared:
+        warn(shared)
     base_name = config.base_model or adapters[0].base_model_name_or_path
     if base_name is None:
         raise UserInputError("base_model: required (the adapters do not record their base model)")
@@ -151,8 +191,10 @@ def _merge(config: MergeConfig, out_dir: Path, echo) -> Path:
                 _apply_deltas(config, loaded)
                 _save_model(model, base_name, config.dtype, tmp)
             else:
-                _write_low_rank(model, config, loaded, tmp)
-            _copy_heads(config, tmp, echo)
+                _write_low_rank(model, adapters[0], config, loaded, tmp)
+            note = combine_heads([Path(m.adapter) for m in config.models], tmp)
+            if note:
+                echo(f"note: {note}")
             ran = config.resolved(base_name).to_dict()
             (tmp / MERGE_RECIPE).write_text(yaml.safe_dump(ran, sort_keys=False))
     except WRITE_ERRORS as e:
@@ -238,9 +280,7 @@ def _layer_seed(seed: int, path: str) -> int:
 @torch.no_grad()
 def _apply_deltas(config: MergeConfig, loaded) -> None:
     for layer, delta in _layer_deltas(config, loaded).values():
-        weight = layer.base_layer.weight
-        delta = delta.T if layer.fan_in_fan_out else delta
-        weight.copy_((weight.float() + delta).to(weight.dtype))
+        add_delta(layer, delta)
 
 
 def _save_model(model, base_name: str, dtype: str, directory: Path) -> None:
@@ -255,7 +295,9 @@ def _save_model(model, base_name: str, dtype: str, directory: Path) -> None:
 
 
 @torch.no_grad()
-def _write_low_rank(model, config: MergeConfig, loaded, directory: Path) -> None:
+def _write_low_rank(
+    model, first: AdapterConfig, config: MergeConfig, loaded, directory: Path
+) -> None:
     """Exact LoRA of the merge: A = [A_1; ...; A_n], B = [c_1 B_1 diag(g_1), ...], scaling 1."""
     if config.merge_method not in ("fold", *EXACT_LOW_RANK):
         raise AdapterError(f"{config.merge_method} cannot be written as an adapter")
@@ -265,28 +307,11 @@ def _write_low_rank(model, config: MergeConfig, loaded, directory: Path) -> None
     for path in loaded[0][0]:
         a_parts, b_parts = [], []
         for (layers, task_id, _), weight in zip(loaded, weights, strict=True):
-            layer = layers[path]
-            gate = layer.router.static_weights(task_id)
-            columns = torch.full((layer.config.r,), layer.scaling * weight * scale)
-            if gate is not None:
-                columns = columns * gate.float()
-            a_parts.append(layer.lora_A.float())
-            b_parts.append(layer.lora_B.float() * columns)
+            a, b = task_factors(layers[path], task_id, weight * scale)
+            a_parts.append(a)
+            b_parts.append(b)
         factors[path] = (torch.cat(a_parts), torch.cat(b_parts, dim=1))
-    rank = next(iter(factors.values()))[0].shape[0]
-    first = loaded[0][0][next(iter(loaded[0][0]))].config
-    lora = AdapterConfig(
-        method="lora",
-        r=rank,
-        alpha=float(rank),
-        target_modules=list(factors),
-        base_model_name_or_path=first.base_model_name_or_path,
-    )
-    attach(model, lora)
-    for path, (a, b) in factors.items():
-        layer = model.get_submodule(path)
-        layer.lora_A.copy_(a)
-        layer.lora_B.copy_(b)
+    attach_factors(model, factors, first.base_model_name_or_path)
     write_adapter(model, directory)
 
 
@@ -302,58 +327,38 @@ def _write_mean(model, first: AdapterConfig, config: MergeConfig, states, direct
     write_adapter(model, directory)
 
 
-def _copy_heads(config: MergeConfig, directory: Path, echo=print) -> None:
-    """Classifier heads travel with the merge: a folded adapter keeps its own; adapters
-    trained on different tasks contribute each of their task heads (by task name), so the
-    merged encoder can be scored on every task with `smora eval`."""
-    sources = [Path(m.adapter) for m in config.models]
-    if not all((s / HEADS_CONFIG).is_file() for s in sources):
-        return
-    metas = [json.loads((s / HEADS_CONFIG).read_text()) for s in sources]
-    tasks = [task for meta in metas for task in meta["tasks"]]
-    if len(set(tasks)) != len(tasks) or len({m["pooling"] for m in metas}) != 1:
-        echo("note: the adapters' task heads overlap or pool differently; no heads written")
-        return
-    weights, offset = {}, 0
-    for source, meta in zip(sources, metas, strict=True):
-        for key, tensor in load_file(str(source / HEADS_WEIGHTS)).items():
-            index, _, name = key.partition(".")
-            weights[f"{int(index) + offset}.{name}"] = tensor
-        offset += len(meta["tasks"])
-    save_file(weights, str(directory / HEADS_WEIGHTS))
-    combined = {
-        "tasks": tasks,
-        "num_labels": [n for m in metas for n in m["num_labels"]],
-        "pooling": metas[0]["pooling"],
-    }
-    (directory / HEADS_CONFIG).write_text(json.dumps(combined, indent=2) + "\n")
+def run_request(
+    request: MergeRequest,
+    out_dir: Path,
+    *,
+    overwrite: bool = False,
+    echo=print,
+    warn: Callable[[str], None] = warn,
+) -> list[Path]:
+    """What `smora merge` was asked: the request's merge into OUT_DIR, or (`per_task`) a
+    fold of each task of its task-routed adapter into OUT_DIR/<task>/."""
+    if request.per_task:
+        return export_per_task(request.config, out_dir, overwrite=overwrite, echo=echo)
+    return [run_merge(request.config, out_dir, overwrite=overwrite, echo=echo, warn=warn)]
 
 
 def export_per_task(
-    adapter_dir: Path,
-    out_dir: Path,
-    *,
-    base_model: str | None,
-    dtype: str,
-    output: str,
-    overwrite: bool,
-    echo=print,
+    fold: MergeConfig, out_dir: Path, *, overwrite: bool = False, echo=print
 ) -> list[Path]:
-    """MoRE: one folded model (or LoRA adapter) per task, in OUT_DIR/<task>/."""
-    adapter = read_adapter_config(adapter_dir)
-    if adapter.method != "more":
+    """MoRE: one folded model (or LoRA adapter) per task, in OUT_DIR/<task>/.
+
+    Args:
+        fold: the fold of one task-routed adapter (its task unset), as `merge_request` builds
+            it; each task's fold is this one with the task set.
+    """
+    source = fold.models[0]
+    adapter = read_adapter_config(Path(source.adapter))
+    if not method_of(adapter.method).task_routed:
         raise AdapterError(
             f"--per-task exports task-routed adapters (more); this one is {adapter.method}"
         )
     configs = {
-        task: MergeConfig(
-            models=[Source(adapter=str(adapter_dir), task=task)],
-            merge_method="fold",
-            base_model=base_model,
-            parameters=MergeParameters(),
-            dtype=dtype,
-            output=output,
-        )
+        task: dataclasses.replace(fold, models=[dataclasses.replace(source, task=task)])
         for task in adapter.task_names
     }
     for task, config in configs.items():  # every task's folder before writing any

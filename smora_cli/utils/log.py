@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
-
-from smora_cli.adapters.config import AdapterConfig
 
 METRICS_NAME = "metrics.jsonl"
 # An expert chosen by more than this share of tokens has taken over its layer.
@@ -126,10 +125,14 @@ def _add_sums(into: dict, sums: dict) -> None:
             into[key][name] = into[key].get(name, 0.0) + value
 
 
-def imbalanced_layers(router: dict, config: AdapterConfig) -> dict[str, float]:
-    """{layer: share of tokens that pick its busiest expert}, for layers above the threshold."""
-    experts = config.r if config.method == "flylora" else config.num_expert_blocks
-    active = config.activated_rank if config.method == "flylora" else config.active_experts
+def imbalanced_layers(router: dict, *, experts: int, active: int) -> dict[str, float]:
+    """{layer: share of tokens that pick its busiest expert}, for layers above the threshold.
+
+    Args:
+        router: each routed layer's load statistics (`max_load`: the busiest expert's share
+            of the expert picks).
+        experts: experts per layer; `active`: how many each token picks.
+    """
     if active >= experts:
         return {}
     shares = {layer: stats["max_load"] * active for layer, stats in router.items()}
@@ -157,3 +160,8 @@ def quiet_libraries() -> None:
     datasets.utils.logging.set_verbosity(datasets.utils.logging.CRITICAL)
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+
+
+def warn(message: str) -> None:
+    """A `warning:` line on stderr: something to know that does not stop the command."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)

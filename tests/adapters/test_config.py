@@ -10,7 +10,10 @@ from smora_cli.adapters import AdapterConfig
     [
         (dict(method="magic"), "`method` must be one of"),
         (dict(method="smora", r=8), "`k` \\(activated rank\\) is required"),
-        (dict(method="smora", r=8, k=16), "`k` \\(activated rank\\) must be <= r \\(8\\), got 16"),
+        (
+            dict(method="smora", r=8, k=16),
+            "`k` \\(activated rank\\) must be at most r \\(8\\), got 16",
+        ),
         (
             dict(method="moe-lora", r=10, k=4, expert_rank=4),
             "`r` \\(10\\) must be divisible by expert_rank",

@@ -179,7 +179,7 @@ def test_bad_adapter_directories(tmp_path):
         load_adapter(tm.llama(), broken("ia3", set_key("peft_type", "IA3")))
     with pytest.raises(ValueError, match="unknown method 'magic'"):
         load_adapter(tm.llama(), broken("magic", set_key("method", "magic")))
-    with pytest.raises(ValueError, match="must be <= r"):
+    with pytest.raises(ValueError, match="must be at most r"):
         load_adapter(tm.llama(), broken("k", set_key("k", 99)))
     with pytest.raises(ValueError, match="unknown adapter config keys"):
         load_adapter(tm.llama(), broken("extra", set_key("frobnicate", 1)))

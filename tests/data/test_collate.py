@@ -3,7 +3,8 @@
 import torch
 from transformers import AutoTokenizer
 
-from smora_cli.data.collate import IGNORE, CausalLMCollator, ClassifierCollator, Seq2SeqCollator
+from smora_cli.data.collate import CausalLMCollator, ClassifierCollator, Seq2SeqCollator
+from smora_cli.utils.labels import IGNORE
 from tests.fixtures import bpe_tokenizer
 
 

@@ -1,0 +1,1 @@
+"""One module per `smora` command: each parses its arguments, calls the library and prints."""
