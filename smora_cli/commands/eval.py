@@ -11,13 +11,13 @@ from smora_cli.kinds import ModelKind
 EXAMPLES = """
 Examples:
 
-  smora eval runs/quickstart                        # the run's tasks, its final adapter
+  smora eval runs/quickstart_lm                     # the run's tasks, its final adapter
   smora eval --tasks glue                           # the most recent run under ./runs
   smora eval runs/glue --tasks cola,mrpc,rte,stsb,sst2,qnli,mnli --data-dir glue_data
   smora eval --tasks glue --model google-t5/t5-base --adapter runs/glue/adapter --data-dir glue_data --skip-missing
   smora eval --model HuggingFaceTB/SmolLM2-135M-Instruct --task-file tasks.yaml --limit 100
   smora eval --tasks cola,sst2 --model gpt2 --limit 200 --log-samples --output-path base.json
-  smora eval runs/quickstart --model merged/ --no-adapter     # a merged model on a run's tasks
+  smora eval runs/quickstart_lm --model merged/ --no-adapter  # a merged model on a run's tasks
   accelerate launch --multi_gpu --num_processes 8 -m smora_cli eval runs/glue --tasks glue
 """
 

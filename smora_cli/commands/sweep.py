@@ -9,7 +9,7 @@ import typer
 EXAMPLES = """
 Examples:
 
-  smora sweep-granularity --list-cells                       # the plan on the quickstart
+  smora sweep-granularity --list-cells                       # the plan on the decoder quickstart
   smora sweep-granularity --expert-ranks 1,8 --methods smora --seeds 1 train.max_steps=100
   smora sweep-granularity configs/sweep.yaml                 # the full grid, resumable
   sbatch --array=0-32 scripts/slurm_sweep_array.sh configs/sweep.yaml   # its 33 cells, one per task
@@ -18,7 +18,9 @@ Examples:
 
 
 def sweep_granularity(
-    recipe: str | None = typer.Argument(None, help="Base recipe (default: the quickstart)."),
+    recipe: str | None = typer.Argument(
+        None, help="Base recipe (default: the decoder quickstart)."
+    ),
     overrides: list[str] | None = typer.Argument(None, help="key.path=value overrides."),
     r: int | None = typer.Option(None, "--r", help="Total rank r (sweep.r, default 64)."),
     k: int | None = typer.Option(None, "--k", help="Activated rank k (sweep.k, default 8)."),

@@ -7,8 +7,9 @@ import typer
 EXAMPLES = """
 Examples:
 
-  smora train                                   # the offline quickstart
-  smora train configs/quickstart.yaml adapter.method=flylora adapter.r=32 adapter.k=8
+  smora train                                   # the decoder quickstart, offline
+  smora train configs/quickstart_lm.yaml adapter.method=flylora
+  smora train configs/quickstart.yaml           # the encoder quickstart
   smora train configs/glue.yaml train.lr=1e-4 train.output_dir=runs/glue-more
   smora train configs/flan_mix.yaml --resume    # continue from the last checkpoint
   accelerate launch --num_processes 2 -m smora_cli train configs/quickstart.yaml
@@ -17,7 +18,7 @@ Examples:
 
 def train(
     recipe: str | None = typer.Argument(
-        None, help="Recipe YAML (default: the offline quickstart)."
+        None, help="Recipe YAML (default: configs/quickstart_lm.yaml, offline)."
     ),
     overrides: list[str] | None = typer.Argument(None, help="key.path=value overrides."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
