@@ -678,15 +678,16 @@ def real_model(args: argparse.Namespace, env: Env) -> nn.Module:
 
 
 def lm_steps(
-    model: nn.Module, method: str, batch: dict[str, Tensor], optimizer: torch.optim.Optimizer
+    model: nn.Module, batch: dict[str, Tensor], optimizer: torch.optim.Optimizer
 ) -> tuple[Callable[[], None], Callable[[], None]]:
     """(train step, forward) of `smora train`'s causal-LM loss on `batch` (its labels decide
-    the window), with the routers' auxiliary losses and balance updates."""
+    the window), with the routers' auxiliary losses and balance updates. Routing inputs are
+    what `smora train` gives: task ids and the attention mask (padding is not counted)."""
     config = model.smora_config
-    task_ids = batch["task_ids"]
+    task_ids, masks = batch["task_ids"], (batch["attention_mask"],)
 
     def train() -> None:
-        with routed(model, method, task_ids):
+        with routing_context(model, task_ids=task_ids, token_masks=masks):
             losses, counts = example_losses(model, batch, "causal-lm")
             loss = losses.sum() / counts.sum()
             aux = weighted_aux_loss(aux_losses(model), config)
@@ -697,7 +698,7 @@ def lm_steps(
         clear_aux(model)
 
     def forward() -> None:
-        with torch.no_grad(), routed(model, method, task_ids):
+        with torch.no_grad(), routing_context(model, task_ids=task_ids, token_masks=masks):
             example_losses(model, batch, "causal-lm")
 
     return train, forward
@@ -728,7 +729,7 @@ def real_cases(args: argparse.Namespace, env: Env) -> list[Case]:
         static = tensor_bytes(model, ids)
         active = model.smora_config.activated_rank
         for level, batch in batches.items():
-            train, forward = lm_steps(model, method, batch, optimizer)
+            train, forward = lm_steps(model, batch, optimizer)
             baseline = f"{level}/lora/32"
             cases.append(
                 Case(method, level, r, active, baseline, model, train, forward, static, optimizer)

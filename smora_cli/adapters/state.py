@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from smora_cli.adapters.config import AdapterConfig
 from smora_cli.adapters.inject import adapter_config_of, adapter_layers
-from smora_cli.adapters.routers import TaskPrefixRouter
+from smora_cli.adapters.routers import TaskPrefixRouter, apply_step_counts
 
 # Which config field weighs each auxiliary loss a router can return.
 AUX_COEFFICIENTS = {"balance": "aux_loss_coef", "contrastive": "contrastive_coef"}
@@ -33,14 +33,14 @@ def on_optimizer_step(model: nn.Module) -> None:
     flat = torch.cat(pending)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(flat)
-    parts = iter(flat.split([t.numel() for t in pending]))
-    for router in counted:
-        counts = next(parts)
-        router.apply_step_counts(counts)
-        router.counter.seen += counts
-        router.counter.pending.zero_()
-    for router in centered:
-        router.centering.apply_step_sums(next(parts))
+    parts = flat.split([t.numel() for t in pending])
+    counts, sums = list(parts[: len(counted)]), parts[len(counted) :]
+    if counted:  # every layer's counts in a few batched ops, not several ops per layer
+        apply_step_counts(counted, counts)
+        torch._foreach_add_([router.counter.seen for router in counted], counts)
+        torch._foreach_zero_([router.counter.pending for router in counted])
+    for router, step_sums in zip(centered, sums, strict=True):
+        router.centering.apply_step_sums(step_sums)
         router.centering.pending.zero_()
 
 
