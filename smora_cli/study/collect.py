@@ -1,0 +1,164 @@
+"""Finished runs' results read back into tables: mean ± std over seeds per row.
+
+Scores come from the results files the commands wrote (`eval_<split>.json` of a train run or a
+sweep cell, the `--output-path` of an eval run), read by `evaluation.results.load_results`.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from smora_cli.evaluation.results import find_results, load_results
+from smora_cli.study.plan import Run
+from smora_cli.study.stats import Finding, compare, fmt, mean_std
+
+AVERAGE = "average"
+ROUTER_STATS = ("mean_entropy", "min_entropy", "max_load")
+
+Scores = dict[str, dict[int, dict[str, float]]]  # group -> seed -> task -> score
+
+
+def results_file(run: Run) -> Path | None:
+    """The results file of a finished run that scores tasks (merges score nothing)."""
+    if run.command == "merge" or not run.result.is_file():
+        return None
+    if run.command == "sweep-granularity":
+        return find_results(run.result.parent)
+    return run.result
+
+
+def collect_scores(runs: list[Run]) -> Scores:
+    """Each group's task scores per seed; runs of one group and seed may score other tasks."""
+    scores: Scores = {}
+    for run in runs:
+        path = results_file(run)
+        if path is not None:
+            seed_scores = scores.setdefault(run.group, {}).setdefault(run.seed, {})
+            seed_scores.update(load_results(path)["scores"])
+    return scores
+
+
+def tasks_of(scores: Scores) -> list[str]:
+    return list(dict.fromkeys(t for seeds in scores.values() for s in seeds.values() for t in s))
+
+
+def averages(seeds: dict[int, dict[str, float]], tasks: list[str]) -> list[float]:
+    """Per seed, the mean over `tasks`; a seed missing one of them has no average."""
+    return [
+        statistics.fmean(by_task[t] for t in tasks)
+        for by_task in seeds.values()
+        if all(t in by_task for t in tasks)
+    ]
+
+
+def values(seeds: dict[int, dict[str, float]], task: str, tasks: list[str]) -> list[float]:
+    """One column's values over seeds (`average`: the per-seed mean over `tasks`)."""
+    if task == AVERAGE:
+        return averages(seeds, tasks)
+    return [by_task[task] for by_task in seeds.values() if task in by_task]
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def score_table(scores: Scores) -> str:
+    """Rows: groups; columns: each task and the average, mean ± std over seeds."""
+    tasks = tasks_of(scores)
+    rows = [
+        [group, str(len(seeds)), *(fmt(values(seeds, t, tasks)) for t in [*tasks, AVERAGE])]
+        for group, seeds in scores.items()
+    ]
+    return md_table(["run", "seeds", *tasks, AVERAGE], rows)
+
+
+def rank_table(scores: Scores) -> str:
+    """MoRE's rank-sensitivity table: groups `<task>-r<R>` pivoted to a row per task, a
+    column per rank, and the rank with the best mean."""
+    by_task: dict[str, dict[int, list[float]]] = {}
+    for group, seeds in scores.items():
+        task, _, rank = group.rpartition("-r")
+        by_task.setdefault(task, {})[int(rank)] = values(seeds, task, [task])
+    ranks = sorted({r for per_rank in by_task.values() for r in per_rank})
+    rows = []
+    for task, per_rank in by_task.items():
+        means = {r: mean_std(v)[0] for r, v in per_rank.items() if mean_std(v) is not None}
+        best = max(means, key=means.get) if means else None
+        cells = [fmt(per_rank.get(r, [])) for r in ranks]
+        rows.append([task, *cells, "n/a" if best is None else f"r={best}"])
+    return md_table(["task", *(f"r={r}" for r in ranks), "best rank"], rows)
+
+
+def drops(scores: Scores, group: str, reference: str = "single") -> dict[str, list[float]]:
+    """A merged group's score minus its set's single-task adapters', per task, over the seeds
+    (the seed pairs a merge with the adapters it merged); `average` is the per-seed mean drop
+    over the tasks that seed has on both sides."""
+    adapter_set = group.partition(":")[0]
+    singles = scores.get(f"{adapter_set}:{reference}", {})
+    per_task: dict[str, list[float]] = {}
+    mean_drops = []
+    for seed, by_task in scores.get(group, {}).items():
+        paired = {t: v - singles[seed][t] for t, v in by_task.items() if t in singles.get(seed, {})}
+        for task, drop in paired.items():
+            per_task.setdefault(task, []).append(drop)
+        if paired:
+            mean_drops.append(statistics.fmean(paired.values()))
+    return {**per_task, AVERAGE: mean_drops}
+
+
+def drop_table(scores: Scores, reference: str = "single") -> str:
+    """Merging: a row per merged group, its drop per task and on average, mean ± std."""
+    tasks = [*tasks_of(scores), AVERAGE]
+    rows = [
+        [group, *(fmt(drops(scores, group, reference).get(t, [])) for t in tasks)]
+        for group in scores
+        if not group.endswith(f":{reference}")
+    ]
+    return md_table(["merge", *tasks], rows)
+
+
+def router_points(run_dir: Path) -> list[dict]:
+    """The router statistics `smora train` logged to metrics.jsonl, one dict per step."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    points = []
+    for line in path.read_text().splitlines():
+        entry = json.loads(line)
+        if entry.get("router"):
+            points.append({"step": entry["step"], **{k: entry["router"][k] for k in ROUTER_STATS}})
+    return points
+
+
+def router_table(runs: list[Run]) -> str:
+    """Load entropy and busiest-expert share at the first and last step every seed of a group
+    logged, mean ± std over seeds."""
+    per_group: dict[str, list[dict[int, dict]]] = {}
+    for run in runs:
+        if run.result.is_file():
+            points = {p["step"]: p for p in router_points(run.out)}
+            per_group.setdefault(run.group, []).append(points)
+    rows = []
+    for group, seeds in per_group.items():
+        steps = sorted(set.intersection(*(set(points) for points in seeds)))
+        for step in dict.fromkeys([steps[0], steps[-1]] if steps else []):
+            cells = [fmt([points[step][key] for points in seeds]) for key in ROUTER_STATS]
+            rows.append([group, str(step), *cells])
+    return md_table(["run", "step", *ROUTER_STATS], rows)
+
+
+def finding(scores: Scores, claim: dict) -> Finding:
+    """A claim `{claim, a, b, expected}` on groups a and b; `task` (default: the average)
+    picks a column; `measure: drop` compares merge drops instead of scores."""
+    task = claim.get("task", AVERAGE)
+    comparison = f"{claim['a']} minus {claim['b']}" + ("" if task == AVERAGE else f" on {task}")
+    if claim.get("measure") == "drop":
+        sides = [drops(scores, claim[side]).get(task, []) for side in ("a", "b")]
+        return compare(claim["claim"], comparison, *sides, claim["expected"], unit="drop")
+    tasks = tasks_of({g: scores.get(g, {}) for g in (claim["a"], claim["b"])})
+    sides = [values(scores.get(claim[side], {}), task, tasks) for side in ("a", "b")]
+    return compare(claim["claim"], comparison, *sides, claim["expected"])
