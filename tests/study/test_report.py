@@ -1,0 +1,159 @@
+"""Tables and the report (smora_cli/study/collect.py, report.py) from fake results files."""
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+
+from smora_cli.errors import UserInputError
+from smora_cli.study import collect, report
+from smora_cli.study.plan import Study, plan_part
+
+
+def results(path: Path, scores: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {
+        "results": {t: {"alias": t, "acc": s} for t, s in scores.items()},
+        "config": {"split": "validation"},
+        "scores": scores,
+        "average": statistics.fmean(scores.values()),
+    }
+    path.write_text(json.dumps(body))
+
+
+def mixture_study(tmp_path) -> tuple[Study, list]:
+    """glue-mixture with more and lora finished on three seeds, smora on one."""
+    study = Study(out=tmp_path)
+    runs = plan_part(study, "glue-mixture")
+    scores = {
+        "more": [(0.50, 0.70), (0.52, 0.72), (0.54, 0.74)],
+        "lora": [(0.40, 0.60), (0.41, 0.61), (0.45, 0.65)],
+        "smora": [(0.30, 0.20)],
+    }
+    for run in runs:
+        if run.group in scores and run.seed <= len(scores[run.group]):
+            cola, rte = scores[run.group][run.seed - 1]
+            results(run.result, {"cola": cola, "rte": rte})
+    return study, runs
+
+
+def test_score_table_is_mean_and_std_over_seeds(tmp_path):
+    _, runs = mixture_study(tmp_path)
+    table = collect.score_table(collect.collect_scores(runs))
+    assert table.splitlines() == [
+        "| run | seeds | cola | rte | average |",
+        "|---|---|---|---|---|",
+        "| more | 3 | 0.520 ± 0.020 | 0.720 ± 0.020 | 0.620 ± 0.020 |",
+        "| lora | 3 | 0.420 ± 0.026 | 0.620 ± 0.026 | 0.520 ± 0.026 |",
+        "| smora | 1 | 0.300 | 0.200 | 0.250 |",
+    ]
+
+
+def test_findings_follow_the_claims_of_the_front_matter(tmp_path):
+    _, runs = mixture_study(tmp_path)
+    claims = [
+        {"claim": "MoRE beats LoRA", "a": "more", "b": "lora", "expected": 1},
+        {"claim": "on rte", "a": "smora", "b": "lora", "expected": 1, "task": "rte"},
+        {"claim": "absent", "a": "moe-lora", "b": "lora", "expected": 1},
+    ]
+    lines = report.findings(runs, claims).splitlines()
+    se = math.sqrt(0.02**2 / 3 + (statistics.stdev([0.5, 0.51, 0.55])) ** 2 / 3)
+    assert lines[0] == (
+        f"- MoRE beats LoRA: more minus lora: +0.100 ± {se:.3f} average score (reproduced)."
+    )
+    assert lines[1].endswith("smora minus lora on rte: -0.420 ± 0.015 average score "
+                             "(one seed: not tested).")  # fmt: skip
+    assert lines[2] == "- absent: moe-lora minus lora: not measured."
+
+
+def test_rank_table_pivots_task_and_rank_and_names_the_best(tmp_path):
+    study = Study(out=tmp_path, seeds=(1, 2))
+    for run in plan_part(study, "glue-single"):
+        task, rank = run.group.rsplit("-r", 1)
+        if task in ("mrpc", "rte"):
+            best = 1 if task == "mrpc" else 4
+            results(run.result, {task: 0.8 - 0.01 * abs(int(rank) - best) + 0.001 * run.seed})
+    table = collect.rank_table(collect.collect_scores(plan_part(study, "glue-single")))
+    header, _, mrpc, rte = table.splitlines()
+    assert header == "| task | r=1 | r=2 | r=4 | r=8 | r=16 | best rank |"
+    assert mrpc.startswith("| mrpc | 0.802 ± 0.001 | 0.792 ± 0.001 |")
+    assert mrpc.endswith("| r=1 |")
+    assert rte.endswith("| r=4 |")
+
+
+def test_merge_drops_pair_each_merge_with_the_adapters_of_its_seed(tmp_path):
+    study = Study(out=tmp_path, seeds=(1, 2))
+    runs = plan_part(study, "decoder-merging")
+    for run in runs:
+        if run.command == "train" and run.group == "lora:single":
+            results(run.result, {run.name.split("-")[1]: 0.9 if run.seed == 1 else 0.8})
+        elif run.command == "eval" and run.group == "lora:mean":
+            task = run.name.rsplit("-on-", 1)[1]
+            results(run.result, {task: 0.7 if run.seed == 1 else 0.5})
+    scores = collect.collect_scores(runs)
+    assert scores["lora:mean"][2]["rte"] == 0.5
+    drops = collect.drops(scores, "lora:mean")
+    assert drops["qa_topic"] == pytest.approx([-0.2, -0.3])
+    assert drops["average"] == pytest.approx([-0.2, -0.3])
+    table = collect.drop_table(scores)
+    assert "| lora:mean | -0.250 ± 0.071 |" in table
+    assert "lora:single" not in table  # the reference is no merge
+
+
+def test_router_table_reads_metrics_at_steps_every_seed_logged(tmp_path):
+    study = Study(out=tmp_path, seeds=(1, 2))
+    runs = plan_part(study, "decoder-router")[:2]
+    for run, last in zip(runs, (0.9, 0.7), strict=True):
+        results(run.result, {"sentiment": 0.5})
+        lines = [
+            {"step": 10, "router": {"mean_entropy": 0.5, "min_entropy": 0.2, "max_load": 0.3}},
+            {"step": 20, "loss": 1.0},
+            {"step": 30, "router": {"mean_entropy": last, "min_entropy": 0.4, "max_load": 0.1}},
+        ]
+        (run.out / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    rows = collect.router_table(runs).splitlines()[2:]
+    assert rows == [
+        "| balance-1e-5 | 10 | 0.500 ± 0.000 | 0.200 ± 0.000 | 0.300 ± 0.000 |",
+        "| balance-1e-5 | 30 | 0.800 ± 0.141 | 0.400 ± 0.000 | 0.100 ± 0.000 |",
+    ]
+
+
+def test_report_fills_the_template_and_keeps_its_prose(tmp_path):
+    study, _ = mixture_study(tmp_path)
+    template = tmp_path / "template.md"
+    template.write_text(
+        "---\nclaims:\n  glue-mixture:\n    - {claim: C, a: more, b: lora, expected: 1}\n---\n"
+        "# Title\n\nProse stays.\n\n{{findings:glue-mixture}}\n\n{{ progress:glue-mixture }}\n"
+        "\n{{wall:glue-single}}\n"
+    )
+    target = report.write_report(template, tmp_path / "out" / "results.md", study)
+    text = target.read_text()
+    assert text.startswith("# Title\n\nProse stays.\n\n- C: more minus lora: +0.100")
+    assert "7 of 12 runs finished" in text
+    assert "not run" in text
+    assert "claims" not in text and "{{" not in text
+
+
+def test_the_shipped_template_fills_with_no_runs(tmp_path):
+    template = Path(__file__).resolve().parents[2] / "docs" / "results.template.md"
+    text = report.fill(template.read_text(), Study(out=tmp_path))
+    assert "{{" not in text
+    assert "0 of 12 runs finished" in text
+
+
+@pytest.mark.parametrize(
+    "placeholder,message",
+    [
+        ("{{scores:nowhere}}", "names no part"),
+        ("{{plot:glue-mixture}}", "unknown kind 'plot'"),
+    ],
+)
+def test_a_bad_placeholder_is_refused_and_nothing_is_written(tmp_path, placeholder, message):
+    template = tmp_path / "t.md"
+    template.write_text(f"text {placeholder}\n")
+    target = tmp_path / "results.md"
+    with pytest.raises(UserInputError, match=message):
+        report.write_report(template, target, Study(out=tmp_path))
+    assert not target.exists()
