@@ -17,7 +17,13 @@ from smora_cli.errors import UserInputError
 from smora_cli.evaluation.results import results_path
 
 SEEDS = (1, 2, 3)
-QUICK_OVERRIDES = ("train.max_steps=2", "train.save_steps=2", "train.log_steps=1", "eval.limit=4")
+QUICK_OVERRIDES = (
+    "train.max_steps=2",
+    "train.save_steps=2",
+    "train.log_steps=1",
+    "eval.limit=4",
+    "eval.baseline=false",
+)
 
 GLUE_TASKS = ("cola", "mrpc", "rte", "stsb")
 GLUE_RANKS = (1, 2, 4, 8, 16)

@@ -107,11 +107,12 @@ def test_quick_plans_are_small_and_short_and_overrides_come_last():
         "decoder-router": 1,
     }
     (router,) = plan_part(quick, "decoder-router")
-    assert router.args[-7:] == (
+    assert router.args[-8:] == (
         "train.max_steps=2",
         "train.save_steps=2",
         "train.log_steps=1",
         "eval.limit=4",
+        "eval.baseline=false",
         "model.max_length=32",
         "train.seed=1",
         "train.output_dir=/tmp/q/decoder-router/balance-1e-5-seed1",
