@@ -97,10 +97,11 @@ def _merge(run: Run, decision: str, echo) -> None:
 def _eval(run: Run, decision: str, echo) -> None:
     from smora_cli.evaluation.job import EvalRequest, run_eval
 
-    limit = run.option("--limit")
+    limit, adapter = run.option("--limit"), run.option("--adapter")
     request = EvalRequest(
         run_dir=Path(run.positional[0]),
         model=run.option("--model"),
+        adapter=None if adapter is None else Path(adapter),
         no_adapter="--no-adapter" in dict(run.options),
         output_path=Path(run.option("--output-path")),
         limit=None if limit is None else int(limit),

@@ -50,8 +50,13 @@ MERGE_TASKS = {
         'Does it follow that: {sentence2}? Answer entailment or not_entailment."}'
     ),
 }
-MERGE_SETS = ("lora", "flylora", "flylora-shared-a")  # flylora-shared-a: every task a_seed 0
-MERGE_METHODS = ("mean", "linear", "ties")
+# flylora-shared-a: every task a_seed 0. FlyLoRA's top-k gate depends on the token, so its
+# adapters do not fold into weights: `smora merge` refuses linear and TIES for them.
+MERGE_SETS = {
+    "lora": ("mean", "linear", "ties"),
+    "flylora": ("mean",),
+    "flylora-shared-a": ("mean",),
+}
 ROUTER_VARIANTS = {
     "balance-1e-5": ("adapter.balance_rate=1e-5",),  # the paper's rate
     "balance-1e-3": ("adapter.balance_rate=1e-3",),
@@ -221,7 +226,6 @@ def decoder_merging(study: Study) -> list[Run]:
 
     part = "decoder-merging"
     tasks = dict(list(MERGE_TASKS.items())[:2]) if study.quick else MERGE_TASKS
-    methods = MERGE_METHODS[:1] if study.quick else MERGE_METHODS
     recipe = study.recipe("study/decoder_merging.yaml")
     trained: dict[tuple[str, int], list[tuple[str, Run]]] = {}
     runs = []
@@ -247,14 +251,16 @@ def decoder_merging(study: Study) -> list[Run]:
                 trained.setdefault((adapter_set, seed), []).append((task, run))
                 runs.append(run)
     for (adapter_set, seed), singles in trained.items():
-        for merge_method in methods:
+        for merge_method in MERGE_SETS[adapter_set][: 1 if study.quick else None]:
             name = f"{adapter_set}-{merge_method}-seed{seed}"
             out = study.out / part / "merged" / name
             config = {
                 "models": [{"adapter": str(run.out / ADAPTER_DIR)} for _, run in singles],
                 "merge_method": merge_method,
-                "output": "model",
+                "output": "model" if merge_method == "ties" else "adapter",
             }
+            if merge_method == "ties":  # configs/merge.yaml's: keep the top half, sum-elected sign
+                config["parameters"] = {"lambda": 1.0, "density": 0.5, "majority_sign": "total"}
             config_path = study.out / part / "merge-configs" / f"{name}.yaml"
             group = f"{adapter_set}:{merge_method}"
             positional = (str(config_path), str(out))
@@ -262,11 +268,11 @@ def decoder_merging(study: Study) -> list[Run]:
             runs.append(Run(part, name, "merge", positional, (), out, done, group, seed, config))
             for task, single in singles:
                 scored = out / f"eval_{task}.json"
-                options = (
-                    ("--model", str(out)),
-                    ("--no-adapter", None),
-                    ("--output-path", str(scored)),
-                )
+                if merge_method == "ties":  # TIES sparsifies full matrices: a whole model
+                    options: tuple = (("--model", str(out)), ("--no-adapter", None))
+                else:  # mean and linear stay exact adapters on the base model
+                    options = (("--adapter", str(out)),)
+                options += (("--output-path", str(scored)),)
                 if study.quick:
                     options += (("--limit", "4"),)
                 run = Run(

@@ -59,31 +59,38 @@ def test_decoder_merging_trains_merges_then_scores_each_task():
     trains = [run for run in runs if run.command == "train"]
     merges = [run for run in runs if run.command == "merge"]
     evals = [run for run in runs if run.command == "eval"]
-    assert (len(trains), len(merges), len(evals)) == (3 * 3 * 4, 3 * 3 * 3, 3 * 3 * 3 * 4)
+    # LoRA merged three ways, FlyLoRA (distinct A, shared A) by the mean only; 4 tasks
+    assert (len(trains), len(merges), len(evals)) == (3 * 3 * 4, 5 * 3, 5 * 3 * 4)
     seeds = {run.name: run for run in trains}
     assert "adapter.a_seed" not in seeds["lora-rte-seed1"].shell()
     assert "adapter.k=8 adapter.a_seed=2" in seeds["flylora-word_analogy-seed1"].shell()
     assert "adapter.a_seed=0" in seeds["flylora-shared-a-word_analogy-seed1"].shell()
-    ties = next(run for run in merges if run.name == "flylora-ties-seed2")
+    ties = next(run for run in merges if run.name == "lora-ties-seed2")
     assert ties.shell() == (
-        "smora merge runs/study/decoder-merging/merge-configs/flylora-ties-seed2.yaml "
-        "runs/study/decoder-merging/merged/flylora-ties-seed2"
+        "smora merge runs/study/decoder-merging/merge-configs/lora-ties-seed2.yaml "
+        "runs/study/decoder-merging/merged/lora-ties-seed2"
     )
-    assert ties.config["merge_method"] == "ties"
+    assert ties.config["output"] == "model" and ties.config["parameters"]["density"] == 0.5
     assert [m["adapter"] for m in ties.config["models"]] == [
-        f"runs/study/decoder-merging/flylora-{task}-seed2/adapter"
+        f"runs/study/decoder-merging/lora-{task}-seed2/adapter"
         for task in ("sentiment", "qa_topic", "word_analogy", "rte")
     ]
-    scored = next(run for run in evals if run.name == "flylora-ties-seed2-on-rte")
-    assert scored.shell() == (
-        "smora eval runs/study/decoder-merging/flylora-rte-seed2 "
-        "--model runs/study/decoder-merging/merged/flylora-ties-seed2 --no-adapter "
-        "--output-path runs/study/decoder-merging/merged/flylora-ties-seed2/eval_rte.json"
+    scored = {run.name: run for run in evals}
+    assert scored["lora-ties-seed2-on-rte"].shell() == (
+        "smora eval runs/study/decoder-merging/lora-rte-seed2 "
+        "--model runs/study/decoder-merging/merged/lora-ties-seed2 --no-adapter "
+        "--output-path runs/study/decoder-merging/merged/lora-ties-seed2/eval_rte.json"
     )
-    assert scored.group == "flylora:ties"
+    assert scored["flylora-mean-seed1-on-qa_topic"].shell() == (
+        "smora eval runs/study/decoder-merging/flylora-qa_topic-seed1 "
+        "--adapter runs/study/decoder-merging/merged/flylora-mean-seed1 "
+        "--output-path runs/study/decoder-merging/merged/flylora-mean-seed1/eval_qa_topic.json"
+    )
+    assert scored["lora-ties-seed2-on-rte"].group == "lora:ties"
     # every run comes after the runs it reads
     position = {run.name: i for i, run in enumerate(runs)}
-    assert position["flylora-rte-seed2"] < position["flylora-ties-seed2"] < position[scored.name]
+    assert position["lora-rte-seed2"] < position["lora-ties-seed2"]
+    assert position["lora-ties-seed2"] < position["lora-ties-seed2-on-rte"]
 
 
 def test_decoder_router_overrides_the_quickstart():
@@ -103,7 +110,7 @@ def test_quick_plans_are_small_and_short_and_overrides_come_last():
         "glue-mixture": 2,
         "glue-single": 2,
         "decoder-granularity": 2,
-        "decoder-merging": 3 * 2 + 3 * 1 + 3 * 2,
+        "decoder-merging": 3 * 2 + 3 * 1 + 3 * 2,  # one merge method per set
         "decoder-router": 1,
     }
     (router,) = plan_part(quick, "decoder-router")
