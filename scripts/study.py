@@ -25,7 +25,7 @@ from pathlib import Path
 
 from smora_cli.errors import exit_code, one_line, report
 from smora_cli.study.execute import add_wall_time, decide, run_one, select
-from smora_cli.study.plan import PARTS, Study, plan_part
+from smora_cli.study.plan import PARTS, Study, part_dir, plan_part
 from smora_cli.study.report import write_report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,12 +62,13 @@ def run_part(study: Study, part: str, args: argparse.Namespace) -> None:
             print(f"{index:4d}  {decide(run):7s} {run.shell()}")
         print(f"{len(runs)} runs; as a SLURM array: --array=0-{len(runs) - 1}")
         return
+    chosen = select(runs, args.cell)
     started = time.perf_counter()
     try:
-        for run in select(runs, args.cell):
+        for run in chosen:
             run_one(run, echo=lambda *parts: print(*parts, flush=True))
     finally:
-        add_wall_time(study.out / part, time.perf_counter() - started)
+        add_wall_time(part_dir(study, part), time.perf_counter() - started)
     done = sum(run.result.is_file() for run in runs)
     print(f"{part}: {done} of {len(runs)} runs finished")
 

@@ -122,7 +122,7 @@ def train_run(
     group: str,
     seed: int,
 ) -> Run:
-    out = study.out / part / name
+    out = part_dir(study, part) / name
     args = (recipe, *overrides, *study.extra(), f"train.seed={seed}", f"train.output_dir={out}")
     return Run(part, name, "train", args, (), out, results_path(out, "validation"), group, seed)
 
@@ -131,7 +131,7 @@ def glue_mixture(study: Study) -> list[Run]:
     adapters = dict(list(GLUE_ADAPTERS.items())[:2]) if study.quick else GLUE_ADAPTERS
     recipe = study.recipe("study/glue_mixture.yaml")
     return [
-        train_run(study, "glue", f"{name}-seed{seed}", recipe, overrides, name, seed)
+        train_run(study, "glue-mixture", f"{name}-seed{seed}", recipe, overrides, name, seed)
         for name, overrides in adapters.items()
         for seed in study.seeds
     ]
@@ -315,6 +315,11 @@ PARTS: dict[str, Callable[[Study], list[Run]]] = {
     "decoder-merging": decoder_merging,
     "decoder-router": decoder_router,
 }
+
+
+def part_dir(study: Study, part: str) -> Path:
+    """Where a part's runs go (glue-mixture's in runs/study/glue, as its recipe documents)."""
+    return study.out / ("glue" if part == "glue-mixture" else part)
 
 
 def plan_part(study: Study, part: str) -> list[Run]:

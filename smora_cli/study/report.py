@@ -26,7 +26,7 @@ import yaml
 from smora_cli.errors import UserInputError
 from smora_cli.study import collect
 from smora_cli.study.execute import WALL_TIME
-from smora_cli.study.plan import PARTS, Run, Study, plan_part
+from smora_cli.study.plan import PARTS, Run, Study, part_dir, plan_part
 from smora_cli.utils.fs import atomic_write_text
 
 PLACEHOLDER = re.compile(r"\{\{\s*([a-z]+):([a-z-]+)\s*\}\}")
@@ -57,7 +57,7 @@ def progress(runs: list[Run]) -> str:
 
 
 def wall(study: Study, part: str) -> str:
-    path = study.out / part / WALL_TIME
+    path = part_dir(study, part) / WALL_TIME
     if not path.is_file():
         return "not run"
     data = json.loads(path.read_text())

@@ -53,6 +53,7 @@ def test_bad_input_is_one_line_and_exit_2(study_script, tmp_path, capsys):
     code = study_script.main(["decoder-router", "--out", str(tmp_path), "--cell", "12"])
     assert code == 2
     assert capsys.readouterr().err == "error: --cell 12 is out of range: the part has runs 0..8\n"
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even the wall time
     code = study_script.main(["report", "--out", str(tmp_path), "--template", "/nonexistent.md"])
     assert code == 2
     assert "error: report template /nonexistent.md does not exist" in capsys.readouterr().err
