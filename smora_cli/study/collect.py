@@ -11,6 +11,7 @@ import statistics
 from pathlib import Path
 
 from smora_cli.evaluation.results import find_results, load_results
+from smora_cli.recipe import read_run_settings
 from smora_cli.study.plan import Run
 from smora_cli.study.stats import Finding, compare, fmt, mean_std
 
@@ -24,8 +25,9 @@ def results_file(run: Run) -> Path | None:
     """The results file of a finished run that scores tasks (merges score nothing)."""
     if run.command == "merge" or not run.result.is_file():
         return None
-    if run.command == "sweep-granularity":
-        return find_results(run.result.parent)
+    if run.command == "sweep-granularity":  # the cell's evaluation on its recipe's split
+        cell = run.result.parent
+        return find_results(cell, read_run_settings(cell).eval.split)
     return run.result
 
 

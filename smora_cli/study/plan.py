@@ -160,37 +160,30 @@ def glue_single(study: Study) -> list[Run]:
     ]
 
 
-def decoder_granularity(study: Study) -> list[Run]:
-    """One run per sweep cell: `--seeds N --cell I`, so that cells split over sessions."""
+def sweep_runs(study: Study, part: str, recipe: str, grid: dict[str, str]) -> list[Run]:
+    """One run per cell of `smora sweep-granularity RECIPE` over `grid` (its flags
+    --expert-ranks, --methods, --baselines): `--seeds N --cell I`, so that cells split over
+    sessions; the sweep resumes a cell itself."""
     from smora_cli.recipe import load_recipe
     from smora_cli.sweep import CELL_FILE, cell_dir, plan_cells, sweep_section
 
-    part = "decoder-granularity"
-    recipe = study.recipe("study/decoder_granularity.yaml")
-    out = study.out / part
-    flags = {
-        "expert_ranks": "8" if study.quick else "8,1",
-        "methods": "smora" if study.quick else "smora,moe-lora",
-        "baselines": "lora:8" if study.quick else "lora:8,lora:64",
-    }
+    out = part_dir(study, part)
     base = load_recipe(recipe, list(study.extra()))
     runs = []
     for seed in study.seeds:
         section = sweep_section(
             base.sweep,
             {
-                "expert_ranks": [int(p) for p in flags["expert_ranks"].split(",")],
-                "methods": flags["methods"].split(","),
-                "baselines": flags["baselines"].split(","),
+                "expert_ranks": [int(p) for p in grid["--expert-ranks"].split(",")],
+                "methods": grid["--methods"].split(","),
+                "baselines": grid["--baselines"].split(","),
                 "seeds": [seed],
                 "output_dir": str(out),
             },
         )
         for cell in plan_cells(section, echo=lambda *_: None):
             options = (
-                ("--expert-ranks", flags["expert_ranks"]),
-                ("--methods", flags["methods"]),
-                ("--baselines", flags["baselines"]),
+                *grid.items(),
                 ("--seeds", str(seed)),
                 ("--out", str(out)),
                 ("--cell", str(cell.index)),
@@ -198,20 +191,32 @@ def decoder_granularity(study: Study) -> list[Run]:
             group = cell.name.rsplit("-seed", 1)[0]
             done = cell_dir(out, cell) / CELL_FILE
             positional = (recipe, *study.extra())
-            runs.append(
-                Run(
-                    part,
-                    cell.name,
-                    "sweep-granularity",
-                    positional,
-                    options,
-                    out,
-                    done,
-                    group,
-                    seed,
-                )
+            run = Run(
+                part, cell.name, "sweep-granularity", positional, options, out, done, group, seed
             )
+            runs.append(run)
     return runs
+
+
+def decoder_granularity(study: Study) -> list[Run]:
+    """SMoRA's granularity claim on SmolLM2: p = 8 and 1, LoRA r = 8 and 64."""
+    grid = {"--expert-ranks": "8,1", "--methods": "smora,moe-lora", "--baselines": "lora:8,lora:64"}
+    if study.quick:
+        grid = {"--expert-ranks": "8", "--methods": "smora", "--baselines": "lora:8"}
+    recipe = study.recipe("study/decoder_granularity.yaml")
+    return sweep_runs(study, "decoder-granularity", recipe, grid)
+
+
+def minilm_granularity(study: Study) -> list[Run]:
+    """The earlier MiniLM grid (configs/study/mixture.yaml, five offline tasks, test split)."""
+    grid = {
+        "--expert-ranks": "8,4,2,1",
+        "--methods": "smora,moe-lora",
+        "--baselines": "lora:8,lora:64",
+    }
+    if study.quick:
+        grid = {"--expert-ranks": "8", "--methods": "smora", "--baselines": "lora:8"}
+    return sweep_runs(study, "minilm-granularity", study.recipe("study/mixture.yaml"), grid)
 
 
 def merge_a_seed(adapter_set: str, task_index: int) -> int:
@@ -314,6 +319,7 @@ PARTS: dict[str, Callable[[Study], list[Run]]] = {
     "decoder-granularity": decoder_granularity,
     "decoder-merging": decoder_merging,
     "decoder-router": decoder_router,
+    "minilm-granularity": minilm_granularity,
 }
 
 

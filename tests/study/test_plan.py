@@ -54,6 +54,16 @@ def test_decoder_granularity_is_one_sweep_cell_per_run():
     assert runs[7].result == Path("runs/study/decoder-granularity/cells/smora-p1-seed2/cell.json")
 
 
+def test_minilm_granularity_keeps_the_earlier_grid_on_the_encoder():
+    runs = plan_part(STUDY, "minilm-granularity")
+    assert len(runs) == (2 * 4 + 2) * 3
+    assert runs[-1].shell() == (
+        "smora sweep-granularity configs/study/mixture.yaml --expert-ranks 8,4,2,1 "
+        "--methods smora,moe-lora --baselines lora:8,lora:64 --seeds 3 "
+        "--out runs/study/minilm-granularity --cell 9"
+    )
+
+
 def test_decoder_merging_trains_merges_then_scores_each_task():
     runs = plan_part(STUDY, "decoder-merging")
     trains = [run for run in runs if run.command == "train"]
@@ -112,6 +122,7 @@ def test_quick_plans_are_small_and_short_and_overrides_come_last():
         "decoder-granularity": 2,
         "decoder-merging": 3 * 2 + 3 * 1 + 3 * 2,  # one merge method per set
         "decoder-router": 1,
+        "minilm-granularity": 2,
     }
     (router,) = plan_part(quick, "decoder-router")
     assert router.args[-8:] == (

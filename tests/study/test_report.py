@@ -157,3 +157,16 @@ def test_a_bad_placeholder_is_refused_and_nothing_is_written(tmp_path, placehold
     with pytest.raises(UserInputError, match=message):
         report.write_report(template, target, Study(out=tmp_path))
     assert not target.exists()
+
+
+def test_sweep_cells_are_read_on_their_recipes_split(tmp_path):
+    from smora_cli.recipe import load_recipe, save_resolved
+
+    study = Study(out=tmp_path, seeds=(1,))
+    runs = plan_part(study, "minilm-granularity")
+    cell = runs[0].result.parent
+    save_resolved(load_recipe("configs/study/mixture.yaml"), cell)  # eval.split: test
+    results(cell / "eval_test.json", {"sentiment": 0.8})
+    results(cell / "eval_validation.json", {"sentiment": 0.1})  # not what the recipe scored
+    runs[0].result.write_text("{}")  # cell.json: the cell finished
+    assert collect.collect_scores(runs) == {"smora-p8": {1: {"sentiment": 0.8}}}
