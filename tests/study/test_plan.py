@@ -135,3 +135,18 @@ def test_quick_plans_are_small_and_short_and_overrides_come_last():
         "train.seed=1",
         "train.output_dir=/tmp/q/decoder-router/balance-1e-5-seed1",
     )
+
+
+def test_every_planned_train_and_sweep_command_makes_a_valid_recipe():
+    from smora_cli.recipe import load_recipe
+
+    study = Study(recipes=Path(__file__).resolve().parents[2] / "configs", seeds=(1,))
+    checked = 0
+    for part in PARTS:
+        for run in plan_part(study, part):
+            if run.command in ("train", "sweep-granularity"):
+                recipe = load_recipe(run.positional[0], list(run.positional[1:]))
+                if run.command == "train":  # the run directory is the one the study reads
+                    assert (recipe.output_dir, recipe.train.seed) == (run.out, 1)
+                checked += 1
+    assert checked == 4 + 20 + 6 + 12 + 3 + 10
