@@ -3,17 +3,18 @@
 A run is done when its result file exists (skipped); a run directory with a checkpoint is
 resumed; a started run with no checkpoint yet (killed before its first save) is restarted in
 place; otherwise the run starts. `smora sweep-granularity --cell I` makes these decisions per
-cell itself; `decide` only reports them.
+cell itself; `decide` only reports them. A finished run's checkpoints are deleted.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import yaml
 
-from smora_cli.checkpoint import latest_checkpoint
+from smora_cli.checkpoint import CHECKPOINTS, latest_checkpoint
 from smora_cli.errors import Stopped, UserInputError
 from smora_cli.recipe import RESOLVED_NAME
 from smora_cli.study.plan import Run
@@ -44,6 +45,9 @@ def run_one(run: Run, echo=print) -> str:
     COMMANDS[run.command](run, decision, echo)
     if not run.result.is_file():
         raise Stopped(f"{run.name} ended without {run.result}; run the same command again", 1)
+    # A finished run keeps its adapter and results; its checkpoints (adapter plus optimizer
+    # state, hundreds of MB on SmolLM2) only served resuming.
+    shutil.rmtree(run.result.parent / CHECKPOINTS, ignore_errors=True)
     return decision
 
 

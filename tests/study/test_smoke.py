@@ -31,6 +31,7 @@ def test_quick_router_part_runs_skips_when_done_and_reports(
     results = json.loads((run_dir / "eval_validation.json").read_text())
     assert set(results["scores"]) == {"sentiment", "qa_topic", "word_analogy"}
     assert results["n-samples"]["sentiment"]["effective"] == 4  # --quick: eval.limit=4
+    assert (run_dir / "adapter").is_dir() and not (run_dir / "checkpoints").exists()
     assert "(start): smora train configs/quickstart_lm.yaml" in capsys.readouterr().out
 
     assert study_script.main(["decoder-router", *common]) == 0  # done: nothing runs again
