@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from smora_cli.errors import exit_code, one_line, report
-from smora_cli.study.execute import add_wall_time, decide, run_one, select
+from smora_cli.study.execute import add_wall_time, decide, run_all, select
 from smora_cli.study.plan import PARTS, Study, part_dir, plan_part
 from smora_cli.study.report import write_report
 
@@ -65,8 +65,7 @@ def run_part(study: Study, part: str, args: argparse.Namespace) -> None:
     chosen = select(runs, args.cell)
     started = time.perf_counter()
     try:
-        for run in chosen:
-            run_one(run, echo=lambda *parts: print(*parts, flush=True))
+        run_all(chosen, lambda *parts: print(*parts, flush=True), whole=args.cell is None)
     finally:
         add_wall_time(part_dir(study, part), time.perf_counter() - started)
     done = sum(run.result.is_file() for run in runs)

@@ -19,6 +19,7 @@ from smora_cli.errors import Stopped, UserInputError
 from smora_cli.recipe import RESOLVED_NAME
 from smora_cli.study.plan import Run
 from smora_cli.utils.fs import atomic_write_text
+from smora_cli.utils.lock import DirectoryLocked
 
 DONE, RESUME, RESTART, START = "done", "resume", "restart", "start"
 WALL_TIME = "wall_time.json"
@@ -49,6 +50,19 @@ def run_one(run: Run, echo=print) -> str:
     # state, hundreds of MB on SmolLM2) only served resuming.
     shutil.rmtree(run.result.parent / CHECKPOINTS, ignore_errors=True)
     return decision
+
+
+def run_all(runs: list[Run], echo=print, *, whole: bool = True) -> None:
+    """Run `runs` in order. In a whole part a run that another process holds (the same
+    part started twice, or a run started by hand) is left to it; a single `--cell` is
+    refused instead."""
+    for run in runs:
+        try:
+            run_one(run, echo)
+        except DirectoryLocked as e:
+            if not whole:
+                raise
+            echo(f"skipping {run.name}: {e}")
 
 
 def _train(run: Run, decision: str, echo) -> None:

@@ -10,6 +10,7 @@ from smora_cli.errors import UserInputError
 from smora_cli.recipe import RESOLVED_NAME
 from smora_cli.study import execute
 from smora_cli.study.plan import Study, plan_part
+from smora_cli.utils.lock import DirectoryLocked
 
 
 def router_run(tmp_path):
@@ -84,3 +85,21 @@ def test_wall_time_adds_up_over_invocations(tmp_path):
     execute.add_wall_time(tmp_path / "part", 30.5)
     data = json.loads((tmp_path / "part" / execute.WALL_TIME).read_text())
     assert data == {"seconds": 90.5, "invocations": 2}
+
+
+def test_a_whole_part_leaves_a_run_another_process_holds_and_a_cell_refuses(tmp_path, monkeypatch):
+    runs = plan_part(Study(out=tmp_path), "decoder-router")[:3]
+
+    def fake(run, decision, echo):
+        if run is runs[0]:
+            raise DirectoryLocked(f"{run.out} is in use by smora train (pid 1)")
+        run.result.parent.mkdir(parents=True)
+        run.result.write_text("{}")
+
+    monkeypatch.setitem(execute.COMMANDS, "train", fake)
+    printed = []
+    execute.run_all(runs, echo=lambda *parts: printed.append(" ".join(map(str, parts))))
+    assert [execute.decide(run) for run in runs] == ["start", "done", "done"]
+    assert f"skipping balance-1e-5-seed1: {runs[0].out} is in use by smora train (pid 1)" in printed
+    with pytest.raises(DirectoryLocked):
+        execute.run_all(runs[:1], echo=lambda *a: None, whole=False)
