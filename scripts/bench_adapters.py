@@ -332,11 +332,11 @@ def layer_steps(
         x.grad = None
         with routed(module, method, task_ids):
             out = module(x)
-            aux = list(getattr(module, "last_aux", {}).values())
+            aux = list(aux_losses(module).values()) if isinstance(module, RankExpertLinear) else []
             # out.backward(grad_out) == backward of a random projection of the output.
             torch.autograd.backward([out, *aux], [grad_out, *([None] * len(aux))])
         if isinstance(module, RankExpertLinear):
-            module.last_aux = {}
+            clear_aux(module)
 
     def forward() -> None:
         with torch.no_grad(), routed(module, method, task_ids):

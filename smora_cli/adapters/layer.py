@@ -64,7 +64,8 @@ class RankExpertLinear(nn.Module):
         lora_B: [out, heads * r] up-projection, zeros at init.
         router: computes the gate from the input and `A x`.
         routing_inputs: task ids and token masks for the current call (`routing_context`).
-        last_aux: auxiliary losses of the last forward, collected by the trainer.
+        last_aux: auxiliary losses of the last forward, collected by the trainer through
+            `adapters.state.aux_losses` (which adds MoRE's contrastive loss of all layers).
     """
 
     def __init__(self, base_layer: nn.Module, config: AdapterConfig, *, name: str = ""):
@@ -161,8 +162,9 @@ class RankExpertLinear(nn.Module):
             return F.linear(adapter_in, self.lora_A), None
         projected = F.linear(adapter_in, torch.cat([self.lora_A, gate_weight]))
         z, logits = projected.split([self.lora_A.shape[0], gate_weight.shape[0]], dim=-1)
-        # A contiguous z lets the [.., r + E] projection be freed before backward.
-        return z.contiguous(), logits
+        # Views, not copies: the gate nodes (gates.py) save z only at the chosen ranks, so
+        # the [.., r + E] projection is still freed before backward.
+        return z, logits
 
     # ------------------------------------------------------------------ folding
     def delta_weight(self, task_id: int | None = None) -> Tensor:

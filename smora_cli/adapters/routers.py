@@ -398,6 +398,9 @@ class TaskPrefixRouter(Router):
 
     def __init__(self, in_features: int, config: AdapterConfig):
         super().__init__(in_features, config)
+        # (first real tokens [B, in], task ids [B]) of the last training forward: the
+        # task-contrastive loss of every layer is computed at once by `contrastive_losses`.
+        self.contrastive_inputs: tuple[Tensor, Tensor] | None = None
         if not config.task_names:
             raise AdapterError(
                 "method 'more' routes by task: set `task_names` (the recipe's tasks)"
@@ -445,19 +448,18 @@ class TaskPrefixRouter(Router):
         weights, _ = self.task_gates()
         weights = weights.index_select(0, task_ids)  # [B, R]
         weights = weights.view(task_ids.shape[0], *([1] * (x.dim() - 2)), -1)
-        aux = {}
         if self.training:
-            aux["contrastive"] = self._contrastive_loss(x, task_ids, inputs)
-        return Routing(weights, aux)
+            self.contrastive_inputs = (self._first_tokens(x, inputs), task_ids)
+        return Routing(weights, {})
 
-    def _contrastive_loss(self, x: Tensor, task_ids: Tensor, inputs: RoutingInputs) -> Tensor:
+    @staticmethod
+    def _first_tokens(x: Tensor, inputs: RoutingInputs) -> Tensor:
+        """[B, in] each sequence's first real token (left-padded causal-LM rows start with
+        padding)."""
         tokens = x.reshape(-1, x.shape[-1])  # [B * S, in]
         batch = x.shape[0]
-        # The first real token: left-padded (causal-LM) rows start with padding.
         rows = inputs.first_token_rows(batch, tokens.shape[0] // batch, x.device)
-        first = tokens.index_select(0, rows)  # [B, in]
-        logits = F.normalize(first, dim=-1) @ F.normalize(self.task_embedding, dim=-1).T
-        return F.cross_entropy(logits / self.config.contrastive_temperature, task_ids)
+        return tokens.index_select(0, rows)
 
     def static_weights(self, task_id: int | None) -> Tensor:
         if task_id is None:
@@ -473,6 +475,34 @@ class TaskPrefixRouter(Router):
         with torch.no_grad():
             _, choice = self.task_gates()
         return [int(c) + 1 for c in choice.tolist()]
+
+
+def contrastive_losses(routers: list[TaskPrefixRouter]) -> Tensor:
+    """[layers] MoRE's task-contrastive loss of each router's last training forward.
+
+    CE(cos(first real token, task embeddings) / tau, task): layers with the same shapes are
+    stacked, so the normalisations, the similarity matmul and the cross-entropy run once per
+    group instead of once per layer (and their backward likewise).
+    """
+    groups: dict[tuple, list[int]] = {}
+    for index, router in enumerate(routers):
+        first, _ = router.contrastive_inputs
+        embedding = router.task_embedding
+        key = (first.shape, first.dtype, first.device, embedding.shape, embedding.dtype)
+        key += (router.config.contrastive_temperature,)
+        groups.setdefault(key, []).append(index)
+    losses: list[Tensor | None] = [None] * len(routers)
+    for (*_, temperature), members in groups.items():
+        first = torch.stack([routers[i].contrastive_inputs[0] for i in members])  # [L, B, in]
+        task_ids = torch.stack([routers[i].contrastive_inputs[1] for i in members])  # [L, B]
+        embedding = torch.stack([routers[i].task_embedding for i in members])  # [L, T, in]
+        cosine = F.normalize(first, dim=-1) @ F.normalize(embedding, dim=-1).transpose(1, 2)
+        per_example = F.cross_entropy(
+            (cosine / temperature).flatten(0, 1), task_ids.flatten(), reduction="none"
+        )
+        for i, loss in zip(members, per_example.view(len(members), -1).mean(1), strict=True):
+            losses[i] = loss
+    return torch.stack(losses)
 
 
 class DenseSoftmaxRouter(Router):

@@ -10,7 +10,11 @@ from torch import Tensor, nn
 
 from smora_cli.adapters.config import AdapterConfig
 from smora_cli.adapters.inject import adapter_config_of, adapter_layers
-from smora_cli.adapters.routers import TaskPrefixRouter, apply_step_counts
+from smora_cli.adapters.routers import (
+    TaskPrefixRouter,
+    apply_step_counts,
+    contrastive_losses,
+)
 
 # Which config field weighs each auxiliary loss a router can return.
 AUX_COEFFICIENTS = {"balance": "aux_loss_coef", "contrastive": "contrastive_coef"}
@@ -45,12 +49,20 @@ def on_optimizer_step(model: nn.Module) -> None:
 
 
 def aux_losses(model: nn.Module) -> dict[str, Tensor]:
-    """Each auxiliary loss of the last forward, averaged over the layers that returned it."""
+    """Each auxiliary loss of the last forward, averaged over the layers that returned it
+    (MoRE's contrastive loss: over the layers that routed a training batch)."""
     sums: dict[str, list[Tensor]] = {}
+    contrastive = []
     for _, layer in adapter_layers(model):
         for name, value in layer.last_aux.items():
             sums.setdefault(name, []).append(value)
-    return {name: torch.stack(values).mean() for name, values in sums.items()}
+        router = layer.router
+        if isinstance(router, TaskPrefixRouter) and router.contrastive_inputs is not None:
+            contrastive.append(router)
+    losses = {name: torch.stack(values).mean() for name, values in sums.items()}
+    if contrastive:
+        losses["contrastive"] = contrastive_losses(contrastive).mean()
+    return losses
 
 
 def weighted_aux_loss(losses: dict[str, Tensor], config: AdapterConfig) -> Tensor | None:
@@ -63,6 +75,8 @@ def clear_aux(model: nn.Module) -> None:
     """Drop references to the last forward's auxiliary losses (and their graphs)."""
     for _, layer in adapter_layers(model):
         layer.last_aux = {}
+        if isinstance(layer.router, TaskPrefixRouter):
+            layer.router.contrastive_inputs = None
 
 
 def router_stats(model: nn.Module, *, reset: bool = True) -> dict[str, dict[str, float]]:

@@ -6,6 +6,7 @@ from torch import nn
 
 from smora_cli.adapters import AdapterConfig, RankExpertLinear
 from smora_cli.adapters.routers import RoutingInputs
+from smora_cli.adapters.state import aux_losses
 
 TRAINED = {
     "lora": ({"method": "lora", "r": 4}, {"lora_A", "lora_B"}),
@@ -53,7 +54,7 @@ def test_gradients_reach_exactly_the_trained_parameters(method):
     layer = layer_for(config)
     layer.train()
     out = layer(inputs())
-    loss = (out**2).sum() + sum(layer.last_aux.values(), torch.zeros((), dtype=out.dtype))
+    loss = (out**2).sum() + sum(aux_losses(layer).values(), torch.zeros((), dtype=out.dtype))
     loss.backward()
     trainable = {n for n, p in layer.named_parameters() if p.requires_grad}
     assert trainable == expected

@@ -17,6 +17,7 @@ from torch import nn
 from smora_cli import AdapterConfig, attach, routing_context
 from smora_cli.adapters import adapter_layers, on_optimizer_step
 from smora_cli.adapters.routers import RoutingInputs
+from smora_cli.adapters.state import aux_losses
 from tests.adapters.test_contract import (
     CASES,
     IN,
@@ -148,7 +149,7 @@ def test_more_contrastive_loss_and_gradients_follow_the_formula():
     x = tokens().requires_grad_(True)
     with routing_context(layer, task_ids=TASK_IDS, token_masks=(mask,)):
         layer(x)
-    loss = layer.last_aux["contrastive"]
+    loss = aux_losses(layer)["contrastive"]
     first = torch.stack([x[b, int(mask[b].nonzero()[0])] for b in range(x.shape[0])])
     embedding = layer.router.task_embedding
     cosine = F.normalize(first, dim=-1) @ F.normalize(embedding, dim=-1).T
@@ -179,3 +180,39 @@ def test_routing_inputs_derive_each_value_once():
     rows = inputs.first_token_rows(3, 5, torch.device("cpu"))
     assert rows.tolist() == [2, 5, 10]  # row 0 starts after its two padded positions
     assert RoutingInputs().first_token_rows(3, 5, torch.device("cpu")).tolist() == [0, 5, 10]
+
+
+def test_contrastive_losses_of_layers_of_different_widths_equal_each_layers_own():
+    """Layers are stacked by shape for one batched loss; the mean equals the per-layer mean."""
+    model = nn.Sequential(nn.Linear(IN, IN), nn.Linear(IN, 6), nn.Linear(6, 4))
+    config = AdapterConfig(
+        method="more", r=4, task_names=["a", "b"], target_modules=["0", "1", "2"]
+    )
+    attach(model, config)
+    layers = [layer for _, layer in adapter_layers(model)]
+    inputs = {}
+    for layer in layers:  # the input each layer routes on
+        layer.register_forward_hook(lambda module, args, out: inputs.__setitem__(module, args[0]))
+    model.train()
+    mask = _mask().float()
+    x = tokens(dtype=torch.float32).requires_grad_(True)
+    with routing_context(model, task_ids=TASK_IDS, token_masks=(mask,)):
+        model(x)
+    loss = aux_losses(model)["contrastive"]
+    expected = []
+    for layer in layers:
+        routed = inputs[layer]
+        first = torch.stack([routed[b, int(mask[b].nonzero()[0])] for b in range(3)])
+        embedding = layer.router.task_embedding
+        cosine = F.normalize(first, dim=-1) @ F.normalize(embedding, dim=-1).T
+        expected.append(F.cross_entropy(cosine / config.contrastive_temperature, TASK_IDS))
+    expected = torch.stack(expected).mean()
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-7)
+    wrt = [x, *(layer.router.task_embedding for layer in layers)]
+    for ours, theirs in zip(
+        torch.autograd.grad(loss, wrt, retain_graph=True),
+        torch.autograd.grad(expected, wrt),
+        strict=True,
+    ):
+        assert theirs.abs().sum() > 0
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7)
