@@ -158,8 +158,8 @@ def write_adapter(
     directory = Path(directory)
     (directory / CONFIG_NAME).write_text(json.dumps(config_to_file(model), indent=2) + "\n")
     metadata = {"format": "pt", "smora_version": __version__}
-    # Gathered tensors mean a sharded model, whose base weights no process holds whole.
-    fingerprint = base_fingerprint(model) if tensors is None else None
+    # No process holds the base weights of a sharded model whole.
+    fingerprint = None if is_sharded(model) else base_fingerprint(model)
     if fingerprint is not None:
         metadata[FINGERPRINT_KEY] = fingerprint
     save_file(
