@@ -1,27 +1,20 @@
-"""Hand-written backward for the top-k gates: `s * z * expand(g(logits))` in one autograd node.
+"""A hand-written backward for SMoRA's gate: `s * z * expand(g(logits))` in one autograd node.
 
-Autograd through the straightforward ops (sigmoid or softmax, bias, top-k, renormalise,
-scatter, repeat, two multiplies) records about a dozen nodes per layer and keeps several
-[tokens, E] and [tokens, r] tensors alive until backward. The gradient only ever reaches the
-k/p selected experts of each token, so the backward below works on [tokens, k/p] values and
-saves the dense expert gate (for the gradient of `z`), `z` at the selected ranks (for the
-gradient of the gate), the chosen indices and the selected gate values. Let
-G_e = dL/dg_e = sum over the p ranks of expert e of dL/dout * z.
+Autograd through the straightforward ops (sigmoid, bias, top-k, renormalise, scatter, two
+multiplies) records about a dozen nodes per layer and keeps several [tokens, E] and
+[tokens, r] tensors alive until backward. The gradient only ever reaches the k/p selected
+experts of each token, so the backward below works on [tokens, k/p] values and saves the
+dense expert gate (for the gradient of `z`), `z` at the selected ranks (for the gradient of
+the gate), the chosen indices and the selected gate and sigmoid values.
 
-SMoRA (`SigmoidTopKGate`): with q = h + b (or h), h = sigmoid(l), S = sum of q over the
-selected experts and c = (k/p) * s, the selected gate is g_e = c q_e / S, hence for a selected j
+With q = h + b (or h), h = sigmoid(l), S = sum of q over the selected experts and
+c = (k/p) * s, the selected gate is g_e = c q_e / S, hence for a selected j
 
-    dL/dq_j = (c G_j - sum_e G_e g_e) / S,      dL/dl_j = dL/dq_j * h_j (1 - h_j).
+    dL/dq_j = (c G_j - sum_e G_e g_e) / S,      dL/dl_j = dL/dq_j * h_j (1 - h_j),
 
-MoE-LoRA (`SoftmaxTopKGate`): the top-(k/p) of softmax(l), renormalised over the selected
-experts, is the softmax of the selected logits (softmax is monotone and its normaliser
-cancels), so with u = softmax(l_selected) and g_e = s u_e
-
-    dL/dl_j = s u_j (G_j - sum_e G_e u_e).
-
-Unselected experts get no gradient, as with autograd through top-k and scatter.
-`SigmoidBiasTopKRouter` keeps the straightforward path (`fused_gate = False`); the tests
-compare both gates with autograd through the formulas.
+where G_e = dL/dg_e = sum over the p ranks of expert e of dL/dout * z. Unselected experts get
+no gradient, as with autograd through top-k and scatter. `SigmoidBiasTopKRouter` keeps the
+straightforward path (`fused_gate = False`); the tests compare the two.
 """
 
 from __future__ import annotations
@@ -47,7 +40,7 @@ def _dense(chosen: Tensor, selected: Tensor, experts: int) -> Tensor:
     return selected.new_zeros(*selected.shape[:-1], experts).scatter_(-1, chosen, selected)
 
 
-def _gated(z: Tensor, gate: Tensor, expert_rank: int) -> Tensor:
+def gated(z: Tensor, gate: Tensor, expert_rank: int) -> Tensor:
     """z [.., r] times the expert gate [.., E], each gate over its expert's p ranks.
 
     A view of z as [.., E, p] against the gate as [.., E, 1]: no [.., r] copy of the gate.
@@ -71,12 +64,6 @@ def _selected_gate_grad(grad_out: Tensor, z_chosen: Tensor, chosen: Tensor, p: i
     return at_least_float32(grad if p == 1 else grad.sum(-1))
 
 
-def _save_gate(ctx, z: Tensor, chosen: Tensor, gate: Tensor, expert_rank: int, *values) -> None:
-    ctx.save_for_backward(gate, _at_chosen(z, chosen, expert_rank), chosen, *values)
-    ctx.mark_non_differentiable(chosen)
-    ctx.expert_rank, ctx.experts = expert_rank, gate.shape[-1]
-
-
 class SigmoidTopKGate(torch.autograd.Function):
     """out = z * expand(g), g = SMoRA's gate of `logits` scaled by `scaling`; also `chosen`."""
 
@@ -98,45 +85,20 @@ class SigmoidTopKGate(torch.autograd.Function):
         total = top.sum(-1, keepdim=True)
         selected = (top / total).mul_(active * scaling)  # c q_e / S
         gate = _dense(chosen, selected.to(z.dtype), logits.shape[-1])
-        _save_gate(ctx, z, chosen, gate, expert_rank, selected, picked, total)
-        ctx.coef = active * scaling
-        return _gated(z, gate, expert_rank), chosen
+        z_chosen = _at_chosen(z, chosen, expert_rank)
+        ctx.save_for_backward(gate, z_chosen, chosen, selected, picked, total)
+        ctx.mark_non_differentiable(chosen)
+        ctx.expert_rank, ctx.experts, ctx.coef = expert_rank, gate.shape[-1], active * scaling
+        return gated(z, gate, expert_rank), chosen
 
     @staticmethod
     def backward(ctx, grad_out: Tensor, _grad_chosen: Tensor | None):
         gate, z_chosen, chosen, selected, picked, total = ctx.saved_tensors
         grad_z = grad_logits = None
         if ctx.needs_input_grad[0]:
-            grad_z = _gated(grad_out, gate, ctx.expert_rank)
+            grad_z = gated(grad_out, gate, ctx.expert_rank)
         if ctx.needs_input_grad[1]:
             grad_gate = _selected_gate_grad(grad_out, z_chosen, chosen, ctx.expert_rank)
             grad_q = (ctx.coef * grad_gate - (grad_gate * selected).sum(-1, keepdim=True)) / total
             grad_logits = _dense(chosen, grad_q * picked * (1 - picked), ctx.experts)
         return grad_z, grad_logits, None, None, None, None, None
-
-
-class SoftmaxTopKGate(torch.autograd.Function):
-    """out = z * expand(g), g = s * softmax over the top-(k/p) logits (MoE-LoRA); also `chosen`."""
-
-    @staticmethod
-    def forward(
-        ctx, z: Tensor, logits: Tensor, active: int, expert_rank: int, scaling: float
-    ) -> tuple[Tensor, Tensor]:
-        top, chosen = logits.topk(active, dim=-1, sorted=False)  # [.., k/p]
-        renormalised = torch.softmax(top, dim=-1)  # u
-        gate = _dense(chosen, (renormalised * scaling).to(z.dtype), logits.shape[-1])
-        _save_gate(ctx, z, chosen, gate, expert_rank, renormalised)
-        ctx.scaling = scaling
-        return _gated(z, gate, expert_rank), chosen
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor, _grad_chosen: Tensor | None):
-        gate, z_chosen, chosen, renormalised = ctx.saved_tensors
-        grad_z = grad_logits = None
-        if ctx.needs_input_grad[0]:
-            grad_z = _gated(grad_out, gate, ctx.expert_rank)
-        if ctx.needs_input_grad[1]:
-            grad_gate = _selected_gate_grad(grad_out, z_chosen, chosen, ctx.expert_rank)
-            centred = grad_gate - (grad_gate * renormalised).sum(-1, keepdim=True)
-            grad_logits = _dense(chosen, (ctx.scaling * renormalised) * centred, ctx.experts)
-        return grad_z, grad_logits, None, None, None
