@@ -21,7 +21,12 @@ from smora_cli import checkpoint as ckpt
 from smora_cli import distributed
 from smora_cli.adapters import attach, count_parameters, routing_context
 from smora_cli.adapters.inject import ParameterCounts
-from smora_cli.adapters.io import adapter_state_dict, load_adapter_weights, write_adapter
+from smora_cli.adapters.io import (
+    adapter_state_dict,
+    load_adapter_weights,
+    saved_rank_map,
+    write_adapter,
+)
 from smora_cli.adapters.state import (
     aux_losses,
     clear_aux,
@@ -517,6 +522,8 @@ class Trainer:
                 failure = write_failure(e, "the final adapter", self.run_dir)
                 raise JobError(f"{failure}; {self._last_good()}") from e
             self.echo(f"adapter written to {target}")
+            if self.recipe.adapter.method == "more":
+                self.echo(learned_ranks_line(target))
         self.accelerator.wait_for_everyone()
         return target
 
@@ -638,3 +645,12 @@ def run(
         return Trainer(
             recipe, overwrite=overwrite, resume=resume, show_progress=show_progress, echo=echo
         ).run()
+
+
+def learned_ranks_line(adapter_dir: Path) -> str:
+    """MoRE's learned rank of each task, averaged over the adapted layers, in one line."""
+    ranks = saved_rank_map(adapter_dir)
+    layers = len(next(iter(ranks.values()), {}))
+    means = ", ".join(f"{task} {sum(r.values()) / max(len(r), 1):.1f}" for task, r in ranks.items())
+    return f"more: learned rank per task (mean over {layers} layers): {means}"
+

@@ -62,10 +62,11 @@ def lm_recipe(model_dir, tmp_path, kind, adapter):
 )
 def test_text_to_text_runs(tmp_path, kind, adapter, decoder_dir, seq2seq_dir):
     model_dir = decoder_dir if kind == "causal-lm" else seq2seq_dir
+    printed = []
     result = run(
         recipe_from_dict(lm_recipe(model_dir, tmp_path, kind, adapter)),
         show_progress=False,
-        echo=lambda *_: None,
+        echo=lambda *parts: printed.append(" ".join(map(str, parts))),
     )
     report = json.loads((tmp_path / "run" / "eval_validation.json").read_text())
     assert report == result.eval
@@ -84,3 +85,11 @@ def test_text_to_text_runs(tmp_path, kind, adapter, decoder_dir, seq2seq_dir):
         ranks = rank_map(model)
         assert set(ranks) == {"sent", "sim", "echo"}
         assert all(1 <= r <= 4 for per_layer in ranks.values() for r in per_layer.values())
+        means = ", ".join(
+            f"{task} {sum(r.values()) / len(r):.1f}" for task, r in ranks.items()
+        )
+        layers = len(ranks["sent"])
+        line = f"more: learned rank per task (mean over {layers} layers): {means}"
+        assert line in printed
+    else:
+        assert not any(line.startswith("more: learned rank") for line in printed)

@@ -25,6 +25,7 @@ from smora_cli.adapters.fingerprint import METADATA_KEY as FINGERPRINT_KEY
 from smora_cli.adapters.fingerprint import base_fingerprint
 from smora_cli.adapters.inject import adapter_config_of, adapter_layers, attach
 from smora_cli.adapters.peft_classifier import head_modules, is_peft_classifier
+from smora_cli.adapters.routers import TaskPrefixRouter
 from smora_cli.distributed import Entry, clean_name, gather, is_sharded, scatter, tensor_entries
 from smora_cli.errors import AdapterError
 from smora_cli.utils.fs import atomic_directory
@@ -381,3 +382,31 @@ def _check_names(expected: dict, tensors: dict[str, Tensor], directory: Path) ->
             f"{len(unexpected)} unexpected), e.g. missing {missing[:2]}, unexpected {unexpected[:2]}; "
             "was it trained on another base model or saved by another smora version?"
         )
+
+
+def saved_rank_map(directory: str | os.PathLike) -> dict[str, dict[str, int]]:
+    """MoRE's learned rank per task and layer, {task: {layer path: e*}}, read from a saved
+    adapter without its base model: each layer's router is rebuilt from its tensors.
+
+    Raises:
+        AdapterError: unreadable files, or an adapter of another method.
+    """
+    directory = Path(directory)
+    config = read_adapter_config(directory)
+    if config.method != "more":
+        raise AdapterError(f"{directory} is a {config.method!r} adapter; only 'more' learns ranks")
+    tensors = read_tensors(directory)
+    suffix = ".router.task_embedding"
+    result: dict[str, dict[str, int]] = {task: {} for task in config.task_names}
+    for key, embedding in tensors.items():
+        if not key.endswith(suffix):
+            continue
+        stem = key[: -len(suffix)]
+        router = TaskPrefixRouter(embedding.shape[-1], config)
+        prefix = f"{stem}.router."
+        router.load_state_dict(
+            {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        )
+        for task, rank in zip(config.task_names, router.chosen_ranks(), strict=True):
+            result[task][stem[len(PREFIX) :]] = rank
+    return result

@@ -10,6 +10,7 @@ import json
 import statistics
 from pathlib import Path
 
+from smora_cli.adapters.io import read_adapter_config, saved_rank_map
 from smora_cli.evaluation.results import find_results, load_results
 from smora_cli.recipe import read_run_settings
 from smora_cli.study.plan import Run
@@ -151,6 +152,31 @@ def router_table(runs: list[Run]) -> str:
             cells = [fmt([points[step][key] for points in seeds]) for key in ROUTER_STATS]
             rows.append([group, str(step), *cells])
     return md_table(["run", "step", *ROUTER_STATS], rows)
+
+
+def rank_map_table(runs: list[Run]) -> str:
+    """MoRE's learned ranks per task: over the adapted layers, the mean rank, the share of
+    layers at rank 1 and at the full rank R; mean ± std over seeds."""
+    per_task: dict[str, list[tuple[float, float, float]]] = {}
+    for run in runs:
+        adapter = run.out / "adapter"
+        if not run.group.startswith("more") or not run.result.is_file():
+            continue
+        full = read_adapter_config(adapter).r
+        for task, layers in saved_rank_map(adapter).items():
+            ranks = list(layers.values())
+            per_task.setdefault(task, []).append(
+                (
+                    statistics.fmean(ranks),
+                    sum(r == 1 for r in ranks) / len(ranks),
+                    sum(r == full for r in ranks) / len(ranks),
+                )
+            )
+    rows = [
+        [task, *(fmt([seed[i] for seed in seeds], 2) for i in range(3))]
+        for task, seeds in per_task.items()
+    ]
+    return md_table(["task", "mean rank over layers", "layers at rank 1", "layers at rank R"], rows)
 
 
 def finding(scores: Scores, claim: dict) -> Finding:

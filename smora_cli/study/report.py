@@ -77,6 +77,7 @@ def placeholder_text(study: Study, kind: str, part: str, claims: dict) -> str:
         "ranks": lambda: collect.rank_table(collect.collect_scores(runs)),
         "drops": lambda: collect.drop_table(collect.collect_scores(runs)),
         "router": lambda: collect.router_table(runs),
+        "rankmap": lambda: collect.rank_map_table(runs),
         "findings": lambda: findings(runs, claims.get(part, [])),
         "progress": lambda: progress(runs),
         "wall": lambda: wall(study, part),

@@ -17,6 +17,9 @@ from smora_cli.adapters import (
     routing_context,
     save_adapter,
 )
+from smora_cli.adapters.io import saved_rank_map
+from smora_cli.adapters.state import rank_map
+from smora_cli.errors import AdapterError
 from tests import tiny_models as tm
 
 METHOD_CASES = {
@@ -70,6 +73,21 @@ def test_balance_state_survives_reload(tmp_path):
     reloaded = load_adapter(tm.llama(), tmp_path / "a")
     for path, layer in adapter_layers(reloaded):
         assert torch.equal(layer.router.balance_bias, biases[path])
+
+
+def test_saved_rank_map_is_the_live_models(tmp_path):
+    model = attach(tm.llama(), AdapterConfig(method="more", r=8, task_names=["a", "b", "c"]))
+    with torch.no_grad():  # random selectors: every task and layer picks its own rank
+        for _, layer in adapter_layers(model):
+            for param in layer.router.parameters():
+                param.normal_(std=3.0)
+    expected = rank_map(model)
+    assert len({rank for ranks in expected.values() for rank in ranks.values()}) > 2
+    save_adapter(model, tmp_path / "more")
+    assert saved_rank_map(tmp_path / "more") == expected
+    save_adapter(attach(tm.llama(), AdapterConfig(method="lora", r=4)), tmp_path / "lora")
+    with pytest.raises(AdapterError, match="only 'more' learns ranks"):
+        saved_rank_map(tmp_path / "lora")
 
 
 def test_file_format_is_peft_keyed(tmp_path):

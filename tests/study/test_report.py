@@ -170,3 +170,34 @@ def test_sweep_cells_are_read_on_their_recipes_split(tmp_path):
     results(cell / "eval_validation.json", {"sentiment": 0.1})  # not what the recipe scored
     runs[0].result.write_text("{}")  # cell.json: the cell finished
     assert collect.collect_scores(runs) == {"smora-p8": {1: {"sentiment": 0.8}}}
+
+
+def test_rank_map_table_summarises_more_adapters_over_layers_and_seeds(tmp_path):
+    import torch
+
+    from smora_cli.adapters import AdapterConfig, adapter_layers, attach, save_adapter
+    from smora_cli.adapters.state import rank_map
+    from tests import tiny_models as tm
+
+    _, runs = mixture_study(tmp_path)
+    expected: dict[str, list[list[int]]] = {"cola": [], "rte": []}
+    for seed, run in enumerate(r for r in runs if r.group == "more"):
+        torch.manual_seed(seed)
+        model = attach(tm.llama(), AdapterConfig(method="more", r=4, task_names=["cola", "rte"]))
+        with torch.no_grad():
+            for _, layer in adapter_layers(model):
+                for param in layer.router.parameters():
+                    param.normal_(std=3.0)
+        save_adapter(model, run.out / "adapter")
+        for task, layers in rank_map(model).items():
+            expected[task].append(list(layers.values()))
+    rows = collect.rank_map_table(runs).splitlines()[2:]
+    for row, (task, seeds) in zip(rows, expected.items(), strict=True):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        means = [statistics.fmean(ranks) for ranks in seeds]
+        at_one = [sum(r == 1 for r in ranks) / len(ranks) for ranks in seeds]
+        at_full = [sum(r == 4 for r in ranks) / len(ranks) for ranks in seeds]
+        assert cells[0] == task
+        assert cells[1] == f"{statistics.fmean(means):.2f} ± {statistics.stdev(means):.2f}"
+        assert cells[2] == f"{statistics.fmean(at_one):.2f} ± {statistics.stdev(at_one):.2f}"
+        assert cells[3] == f"{statistics.fmean(at_full):.2f} ± {statistics.stdev(at_full):.2f}"
