@@ -653,4 +653,3 @@ def learned_ranks_line(adapter_dir: Path) -> str:
     layers = len(next(iter(ranks.values()), {}))
     means = ", ".join(f"{task} {sum(r.values()) / max(len(r), 1):.1f}" for task, r in ranks.items())
     return f"more: learned rank per task (mean over {layers} layers): {means}"
-

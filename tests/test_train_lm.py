@@ -85,9 +85,7 @@ def test_text_to_text_runs(tmp_path, kind, adapter, decoder_dir, seq2seq_dir):
         ranks = rank_map(model)
         assert set(ranks) == {"sent", "sim", "echo"}
         assert all(1 <= r <= 4 for per_layer in ranks.values() for r in per_layer.values())
-        means = ", ".join(
-            f"{task} {sum(r.values()) / len(r):.1f}" for task, r in ranks.items()
-        )
+        means = ", ".join(f"{task} {sum(r.values()) / len(r):.1f}" for task, r in ranks.items())
         layers = len(ranks["sent"])
         line = f"more: learned rank per task (mean over {layers} layers): {means}"
         assert line in printed
