@@ -8,6 +8,8 @@
     python scripts/study.py PART --quick --out /tmp/study --set model.name_or_path=...
                                                    # smoke test: 2 steps, one seed, few runs
     python scripts/study.py report [--template docs/results.template.md] [--to FILE]
+    python scripts/study.py archive --to docs/study-record   # keep the finished runs' record
+    python scripts/study.py archive --out docs/study-record --to runs/study   # and restore it
 
 PARTs: glue-mixture, glue-single (real GLUE: set SMORA_GLUE_DIR), decoder-granularity,
 decoder-merging, decoder-router. The recipes are configs/study/*.yaml and
@@ -23,7 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from smora_cli.errors import exit_code, one_line, report
+from smora_cli.errors import UserInputError, exit_code, one_line, report
+from smora_cli.study.archive import copy_record
 from smora_cli.study.execute import add_wall_time, decide, run_all, select
 from smora_cli.study.plan import PARTS, Study, part_dir, plan_part
 from smora_cli.study.report import write_report
@@ -33,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=[*PARTS, "report"])
+    parser.add_argument("part", choices=[*PARTS, "report", "archive"])
     parser.add_argument("--list-cells", action="store_true", help="Print the runs and exit.")
     parser.add_argument("--cell", type=int, help="Run only run I of --list-cells.")
     parser.add_argument("--quick", action="store_true", help="2 steps, one seed, few runs.")
@@ -44,7 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="Override every run."
     )
     parser.add_argument("--template", type=Path, default=ROOT / "docs" / "results.template.md")
-    parser.add_argument("--to", type=Path, help="Report file (default: OUT/results.md).")
+    parser.add_argument(
+        "--to", type=Path, help="report: its file (default OUT/results.md); archive: a folder."
+    )
     return parser.parse_args(argv)
 
 
@@ -76,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         study = study_of(args)
-        if args.part == "report":
+        if args.part == "archive":
+            if args.to is None:
+                raise UserInputError("archive needs --to FOLDER")
+            copied = copy_record(study, list(PARTS), args.to)
+            print(f"{copied} record files of finished runs copied from {study.out} to {args.to}")
+        elif args.part == "report":
             target = args.to or study.out / "results.md"
             print(f"report written to {write_report(args.template, target, study)}")
         else:

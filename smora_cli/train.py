@@ -8,6 +8,7 @@ optimizer, from counts all-reduced over micro-batches and processes.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -54,7 +55,13 @@ from smora_cli.optim import adamw, lr_factor, set_lr
 from smora_cli.preflight import check_eval_split, check_lengths, single_class_warnings
 from smora_cli.recipe import Recipe, save_resolved
 from smora_cli.utils.accel import make_accelerator
-from smora_cli.utils.fs import WRITE_ERRORS, atomic_directory, fsync_tree, write_failure
+from smora_cli.utils.fs import (
+    WRITE_ERRORS,
+    atomic_directory,
+    atomic_write_text,
+    fsync_tree,
+    write_failure,
+)
 from smora_cli.utils.jsonio import json_safe
 from smora_cli.utils.log import (
     MetricsLog,
@@ -66,6 +73,7 @@ from smora_cli.utils.signals import GracefulStop
 from smora_cli.utils.trackers import check_trackers, tracker_scalars
 
 ADAPTER_DIR = "adapter"
+RANK_MAP_FILE = "rank_map.json"  # MoRE: {task: {layer: learned rank}}
 
 
 @dataclass
@@ -523,9 +531,16 @@ class Trainer:
                 raise JobError(f"{failure}; {self._last_good()}") from e
             self.echo(f"adapter written to {target}")
             if self.recipe.adapter.method == "more":
-                self.echo(learned_ranks_line(target))
+                self._save_rank_map(saved_rank_map(target))
         self.accelerator.wait_for_everyone()
         return target
+
+    def _save_rank_map(self, ranks: dict[str, dict[str, int]]) -> None:
+        try:
+            atomic_write_text(self.run_dir / RANK_MAP_FILE, json.dumps(ranks, indent=1) + "\n")
+        except WRITE_ERRORS as e:
+            raise JobError(write_failure(e, "MoRE's rank map", self.run_dir)) from e
+        self.echo(learned_ranks_line(ranks))
 
     # -------------------------------------------------------------- evaluation
     def _evaluate(self) -> dict:
@@ -647,9 +662,8 @@ def run(
         ).run()
 
 
-def learned_ranks_line(adapter_dir: Path) -> str:
+def learned_ranks_line(ranks: dict[str, dict[str, int]]) -> str:
     """MoRE's learned rank of each task, averaged over the adapted layers, in one line."""
-    ranks = saved_rank_map(adapter_dir)
     layers = len(next(iter(ranks.values()), {}))
     means = ", ".join(f"{task} {sum(r.values()) / max(len(r), 1):.1f}" for task, r in ranks.items())
     return f"more: learned rank per task (mean over {layers} layers): {means}"

@@ -89,5 +89,7 @@ def test_text_to_text_runs(tmp_path, kind, adapter, decoder_dir, seq2seq_dir):
         layers = len(ranks["sent"])
         line = f"more: learned rank per task (mean over {layers} layers): {means}"
         assert line in printed
+        assert json.loads((tmp_path / "run" / "rank_map.json").read_text()) == ranks
     else:
         assert not any(line.startswith("more: learned rank") for line in printed)
+        assert not (tmp_path / "run" / "rank_map.json").exists()

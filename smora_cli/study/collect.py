@@ -10,11 +10,12 @@ import json
 import statistics
 from pathlib import Path
 
-from smora_cli.adapters.io import read_adapter_config, saved_rank_map
 from smora_cli.evaluation.results import find_results, load_results
-from smora_cli.recipe import read_run_settings
+from smora_cli.recipe import RESOLVED_NAME, read_run_settings
 from smora_cli.study.plan import Run
 from smora_cli.study.stats import Finding, compare, fmt, mean_std
+from smora_cli.train import RANK_MAP_FILE
+from smora_cli.utils.schema import read_yaml
 
 AVERAGE = "average"
 ROUTER_STATS = ("mean_entropy", "min_entropy", "max_load")
@@ -155,15 +156,16 @@ def router_table(runs: list[Run]) -> str:
 
 
 def rank_map_table(runs: list[Run]) -> str:
-    """MoRE's learned ranks per task: over the adapted layers, the mean rank, the share of
-    layers at rank 1 and at the full rank R; mean ± std over seeds."""
+    """MoRE's learned ranks per task (the `rank_map.json` a MoRE run writes): over the adapted
+    layers, the mean rank, the share of layers at rank 1 and at the full rank R (the run's
+    `adapter.r`); mean ± std over seeds."""
     per_task: dict[str, list[tuple[float, float, float]]] = {}
     for run in runs:
-        adapter = run.out / "adapter"
-        if not run.group.startswith("more") or not run.result.is_file():
+        path = run.out / RANK_MAP_FILE
+        if not path.is_file() or not run.result.is_file():
             continue
-        full = read_adapter_config(adapter).r
-        for task, layers in saved_rank_map(adapter).items():
+        full = read_yaml(run.out / RESOLVED_NAME, "resolved recipe")["adapter"]["r"]
+        for task, layers in json.loads(path.read_text()).items():
             ranks = list(layers.values())
             per_task.setdefault(task, []).append(
                 (

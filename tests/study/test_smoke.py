@@ -49,6 +49,25 @@ def test_quick_router_part_runs_skips_when_done_and_reports(
     wall = json.loads((out / "decoder-router" / "wall_time.json").read_text())
     assert wall["invocations"] == 2
 
+    # The record survives without the run directories: archived, restored, reported the same.
+    record = tmp_path / "record"
+    assert study_script.main(["archive", *common, "--to", str(record)]) == 0
+    kept = sorted(p.relative_to(record).as_posix() for p in record.rglob("*") if p.is_file())
+    run_files = ["eval_validation.json", "metrics.jsonl", "resolved_recipe.yaml"]
+    assert kept == [
+        *(f"decoder-router/balance-1e-5-seed1/{name}" for name in run_files),
+        "decoder-router/wall_time.json",
+    ]
+    restored = tmp_path / "restored"
+    from_record = [*common[3:], "--out", str(record), "--to", str(restored)]
+    assert study_script.main(["archive", "--quick", *from_record]) == 0
+    again = [*common[3:], "--quick", "--out", str(restored)]
+    assert study_script.main(["report", *again, "--to", str(tmp_path / "restored.md")]) == 0
+    assert (tmp_path / "restored.md").read_text() == text
+    capsys.readouterr()
+    assert study_script.main(["decoder-router", *again]) == 0
+    assert "smora train" not in capsys.readouterr().out  # restored runs count as finished
+
 
 def test_bad_input_is_one_line_and_exit_2(study_script, tmp_path, capsys):
     code = study_script.main(["decoder-router", "--out", str(tmp_path), "--cell", "12"])
@@ -58,3 +77,7 @@ def test_bad_input_is_one_line_and_exit_2(study_script, tmp_path, capsys):
     code = study_script.main(["report", "--out", str(tmp_path), "--template", "/nonexistent.md"])
     assert code == 2
     assert "error: report template /nonexistent.md does not exist" in capsys.readouterr().err
+    assert study_script.main(["archive", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "error: archive needs --to FOLDER\n"
+    assert study_script.main(["archive", "--out", str(tmp_path), "--to", str(tmp_path)]) == 2
+    assert "copied onto itself" in capsys.readouterr().err
