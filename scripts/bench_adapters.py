@@ -34,6 +34,8 @@ Levels:
   cache (`rankcls`, what `smora eval` does); every (example, label) pair as its own sequence,
   all in one batch (`rankcls-pairs`); one forward per pair (`rankcls-loop`).
 
+Every AdamW is the one `smora train` builds (`smora_cli.optim.adamw`: fused on CPU).
+
 `--model-config FILE` replaces the model level's Llama by a config.json (e.g. the GPU
 check's 1B Llama); `--compile` runs every case through `torch.compile` (`--compile-backend`),
 its compilation time (the first warm-up call) in `compile_s`.
@@ -100,6 +102,7 @@ from smora_cli.bench import profile as op_profile
 from smora_cli.data.collate import IGNORE
 from smora_cli.evaluation.scoring import shared_prompt_log_likelihoods
 from smora_cli.models import example_losses
+from smora_cli.optim import adamw
 
 ADAPTER_METHODS = ("lora", "smora", "moe-lora", "flylora", "more", "hydra")
 EXTRA_METHODS = ("loop-moe", "peft")  # naive MoE (layer level), PEFT LoRA (model level)
@@ -449,8 +452,7 @@ def model_train(
     model: nn.Module, method: str, ids: Tensor, ours: bool
 ) -> tuple[Callable[[], None], torch.optim.Optimizer]:
     """(train step, its AdamW) for one adapted model."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    optimizer = adamw(model, lr=1e-4, router_lr=None, weight_decay=0.0)
     task_ids = task_ids_for(ids.shape[0], ids.device)
     config = getattr(model, "smora_config", None)
 
@@ -634,7 +636,7 @@ def lm_cases(args: argparse.Namespace, env: Env) -> list[Case]:
         llama_template(args, env, vocab=args.lm_vocab), adapter_config("lora", 64, None, 1)
     )
     randomise_adapter(model)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    optimizer = adamw(model, lr=1e-4, router_lr=None, weight_decay=0.0)
     torch.manual_seed(5)
     ids = torch.randint(0, args.lm_vocab, (args.model_batch, args.model_seq), device=env.device)
     labels = ids.clone()
@@ -724,8 +726,7 @@ def real_cases(args: argparse.Namespace, env: Env) -> list[Case]:
         torch.manual_seed(2)
         model = attach(copy.deepcopy(template), adapter_config(method, r, k, p))
         randomise_adapter(model)
-        params = [q for q in model.parameters() if q.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=1e-4)
+        optimizer = adamw(model, lr=1e-4, router_lr=None, weight_decay=0.0)
         static = tensor_bytes(model, ids)
         active = model.smora_config.activated_rank
         for level, batch in batches.items():

@@ -36,7 +36,12 @@ def adamw(
         {"params": p, "lr": g_lr, "initial_lr": g_lr, "weight_decay": wd}
         for (g_lr, wd), p in groups.items()
     ]
-    return torch.optim.AdamW(param_groups, lr=lr)
+    # For CPU tensors torch picks its per-parameter loop: ~8 small ops per tensor, and an
+    # adapter on every linear layer of a 30-layer decoder has 420 to 1,050 tensors (40-80 ms
+    # of a 750 ms SmolLM2 step). The fused CPU kernel makes the same update in one call.
+    # Elsewhere torch's own choice stands (foreach on CUDA).
+    on_cpu = all(p.device.type == "cpu" for params in groups.values() for p in params)
+    return torch.optim.AdamW(param_groups, lr=lr, fused=True if on_cpu else None)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
