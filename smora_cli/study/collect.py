@@ -19,6 +19,7 @@ from smora_cli.utils.schema import read_yaml
 
 AVERAGE = "average"
 ROUTER_STATS = ("mean_entropy", "min_entropy", "max_load")
+IMBALANCED = "imbalanced_layers"  # layers where one expert takes > 90 % of the tokens
 
 Scores = dict[str, dict[int, dict[str, float]]]  # group -> seed -> task -> score
 
@@ -133,14 +134,18 @@ def router_points(run_dir: Path) -> list[dict]:
     points = []
     for line in path.read_text().splitlines():
         entry = json.loads(line)
-        if entry.get("router"):
-            points.append({"step": entry["step"], **{k: entry["router"][k] for k in ROUTER_STATS}})
+        router = entry.get("router")
+        if router:
+            stats = {k: router[k] for k in ROUTER_STATS}
+            points.append(
+                {"step": entry["step"], **stats, IMBALANCED: len(router.get("imbalanced", {}))}
+            )
     return points
 
 
 def router_table(runs: list[Run]) -> str:
-    """Load entropy and busiest-expert share at the first and last step every seed of a group
-    logged, mean ± std over seeds."""
+    """Load entropy, the busiest expert's share of the picks and the number of imbalanced
+    layers at the first and last step every seed of a group logged, mean ± std over seeds."""
     per_group: dict[str, list[dict[int, dict]]] = {}
     for run in runs:
         if run.result.is_file():
@@ -151,8 +156,9 @@ def router_table(runs: list[Run]) -> str:
         steps = sorted(set.intersection(*(set(points) for points in seeds)))
         for step in dict.fromkeys([steps[0], steps[-1]] if steps else []):
             cells = [fmt([points[step][key] for points in seeds]) for key in ROUTER_STATS]
-            rows.append([group, str(step), *cells])
-    return md_table(["run", "step", *ROUTER_STATS], rows)
+            imbalanced = fmt([points[step][IMBALANCED] for points in seeds], 1)
+            rows.append([group, str(step), *cells, imbalanced])
+    return md_table(["run", "step", *ROUTER_STATS, IMBALANCED], rows)
 
 
 def rank_map_table(runs: list[Run]) -> str:

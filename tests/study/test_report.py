@@ -107,16 +107,25 @@ def test_router_table_reads_metrics_at_steps_every_seed_logged(tmp_path):
     runs = plan_part(study, "decoder-router")[:2]
     for run, last in zip(runs, (0.9, 0.7), strict=True):
         results(run.result, {"sentiment": 0.5})
+        imbalanced = {f"layers.{i}.q_proj": 0.95 for i in range(4 if last > 0.8 else 2)}
         lines = [
             {"step": 10, "router": {"mean_entropy": 0.5, "min_entropy": 0.2, "max_load": 0.3}},
             {"step": 20, "loss": 1.0},
-            {"step": 30, "router": {"mean_entropy": last, "min_entropy": 0.4, "max_load": 0.1}},
+            {
+                "step": 30,
+                "router": {
+                    "mean_entropy": last,
+                    "min_entropy": 0.4,
+                    "max_load": 0.1,
+                    "imbalanced": imbalanced,
+                },
+            },
         ]
         (run.out / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
     rows = collect.router_table(runs).splitlines()[2:]
     assert rows == [
-        "| balance-1e-5 | 10 | 0.500 ± 0.000 | 0.200 ± 0.000 | 0.300 ± 0.000 |",
-        "| balance-1e-5 | 30 | 0.800 ± 0.141 | 0.400 ± 0.000 | 0.100 ± 0.000 |",
+        "| balance-1e-5 | 10 | 0.500 ± 0.000 | 0.200 ± 0.000 | 0.300 ± 0.000 | 0.0 ± 0.0 |",
+        "| balance-1e-5 | 30 | 0.800 ± 0.141 | 0.400 ± 0.000 | 0.100 ± 0.000 | 3.0 ± 1.4 |",
     ]
 
 
