@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +51,46 @@ def flylora_sparse_a(rank: int, in_features: int, active: int, seed: int, name: 
     columns = torch.rand(rank, in_features, generator=generator).argsort(dim=-1)[:, :nonzeros]
     values = torch.randn(rank, nonzeros, generator=generator) / rank
     return torch.zeros(rank, in_features).scatter(1, columns, values)
+
+
+@contextmanager
+def _rebuilt_in_backward(lora_a: Tensor, gate_weight: Tensor, like: Tensor):
+    """Yields [A; W_gate] for one matmul, and keeps autograd from saving it for backward.
+
+    The matmul would save the concatenated weight (or a view of it) to compute the gradient of
+    its input: a copy of A and W per layer held from forward to backward (38 MB on
+    SmolLM2-135M at r = 32), while A and W themselves are held anyway. A saved view of it is
+    stored as its shape and strides and the concatenation is redone in backward, a copy that
+    lives only there (A and W do not change between a forward and its backward in any
+    training step; FSDP gathers the same values again). Under autocast the weight is cast
+    here, as the matmul would cast it.
+    """
+    weight = torch.cat([lora_a, gate_weight])
+    device = like.device.type
+    if torch.is_autocast_enabled(device):
+        weight = weight.to(torch.get_autocast_dtype(device))
+    storage = weight.untyped_storage().data_ptr()
+
+    def pack(saved: Tensor):
+        if saved.untyped_storage().data_ptr() != storage:
+            return saved
+        return _WeightView(saved.shape, saved.stride(), saved.storage_offset(), saved.dtype)
+
+    def unpack(packed):
+        if not isinstance(packed, _WeightView):
+            return packed
+        rebuilt = torch.cat([lora_a, gate_weight]).to(packed.dtype)
+        return rebuilt.as_strided(packed.shape, packed.stride, packed.offset)
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        yield weight
+
+
+class _WeightView(NamedTuple):
+    shape: torch.Size
+    stride: tuple[int, ...]
+    offset: int
+    dtype: torch.dtype
 
 
 class RankExpertLinear(nn.Module):
@@ -160,7 +202,8 @@ class RankExpertLinear(nn.Module):
         gate_weight = self.router.gate_weight
         if gate_weight is None or not self.fused_projection:
             return F.linear(adapter_in, self.lora_A), None
-        projected = F.linear(adapter_in, torch.cat([self.lora_A, gate_weight]))
+        with _rebuilt_in_backward(self.lora_A, gate_weight, adapter_in) as weight:
+            projected = F.linear(adapter_in, weight)
         z, logits = projected.split([self.lora_A.shape[0], gate_weight.shape[0]], dim=-1)
         # Views, not copies: the gate nodes (gates.py) save z only at the chosen ranks, so
         # the [.., r + E] projection is still freed before backward.

@@ -155,6 +155,46 @@ def test_fused_projection_equals_separate_matmuls(method):
         torch.testing.assert_close(grads_f[name], grads_s[name], rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("method", ["moe-lora", "smora"])
+def test_fused_projection_saves_no_copy_of_its_weight(method):
+    """[A; W_gate] is rebuilt in backward instead of held from forward (what the matmul would
+    save otherwise): nothing of its shape is saved for backward, and the gradients, also
+    through a non-reentrant checkpoint, are those of the separate matmuls."""
+    config, trained = TRAINED[method]
+    layer = layer_for(config)
+    layer.train()
+    fused_rows = layer.lora_A.shape[0] + layer.router.gate_weight.shape[0]
+    saved_shapes = []
+
+    def pack(tensor):
+        saved_shapes.append(tuple(tensor.shape))
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        layer(inputs())
+    assert saved_shapes, "the outer hook saw no saved tensor at all"
+    assert (fused_rows, 6) not in saved_shapes and (6, fused_rows) not in saved_shapes
+
+    results = []
+    for fused, checkpointed in ((False, False), (True, True)):
+        layer = layer_for(config)
+        layer.fused_projection = fused
+        layer.train()
+        x = inputs()
+        if checkpointed:
+            out = torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=False)
+        else:
+            out = layer(x)
+        (out**3).sum().backward()
+        grads = {n: p.grad.clone() for n, p in layer.named_parameters() if p.requires_grad}
+        results.append((out.detach(), x.grad.clone(), grads))
+    (out_s, dx_s, grads_s), (out_c, dx_c, grads_c) = results
+    torch.testing.assert_close(out_c, out_s, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dx_c, dx_s, rtol=1e-10, atol=1e-12)
+    for name in trained:
+        torch.testing.assert_close(grads_c[name], grads_s[name], rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("expert_rank", [1, 2])
 @pytest.mark.parametrize("gate_uses_bias", [True, False])
 def test_fused_smora_gate_equals_autograd_through_the_ops(expert_rank, gate_uses_bias):
