@@ -54,7 +54,7 @@ def flylora_sparse_a(rank: int, in_features: int, active: int, seed: int, name: 
 
 
 @contextmanager
-def _rebuilt_in_backward(lora_a: Tensor, gate_weight: Tensor, like: Tensor):
+def _rebuilt_in_backward(lora_a: Tensor, gate_weight: Tensor):
     """Yields [A; W_gate] for one matmul, and keeps autograd from saving it for backward.
 
     The matmul would save the concatenated weight (or a view of it) to compute the gradient of
@@ -66,7 +66,7 @@ def _rebuilt_in_backward(lora_a: Tensor, gate_weight: Tensor, like: Tensor):
     here, as the matmul would cast it.
     """
     weight = torch.cat([lora_a, gate_weight])
-    device = like.device.type
+    device = lora_a.device.type
     if torch.is_autocast_enabled(device):
         weight = weight.to(torch.get_autocast_dtype(device))
     storage = weight.untyped_storage().data_ptr()
@@ -202,7 +202,7 @@ class RankExpertLinear(nn.Module):
         gate_weight = self.router.gate_weight
         if gate_weight is None or not self.fused_projection:
             return F.linear(adapter_in, self.lora_A), None
-        with _rebuilt_in_backward(self.lora_A, gate_weight, adapter_in) as weight:
+        with _rebuilt_in_backward(self.lora_A, gate_weight) as weight:
             projected = F.linear(adapter_in, weight)
         z, logits = projected.split([self.lora_A.shape[0], gate_weight.shape[0]], dim=-1)
         # Views, not copies: the gate nodes (gates.py) save z only at the chosen ranks, so
