@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from smora_cli.adapters.config import TARGET_ALL_LINEAR, AdapterConfig
 from smora_cli.adapters.layer import RankExpertLinear, linear_shape
-from smora_cli.adapters.routers import RoutingInputs
+from smora_cli.adapters.routers import RoutingInputs, TaskPrefixRouter
 from smora_cli.errors import AdapterError
 
 CONFIG_ATTR = "smora_config"
@@ -107,8 +107,25 @@ def attach(model: nn.Module, config: AdapterConfig) -> nn.Module:
         parent_path, _, child = path.rpartition(".")
         parent = model.get_submodule(parent_path) if parent_path else model
         setattr(parent, child, RankExpertLinear(getattr(parent, child), config, name=path))
+    _link_task_siblings(model)
     setattr(model, CONFIG_ATTR, config)
     return model
+
+
+def _link_task_siblings(model: nn.Module) -> None:
+    """Give each MoRE router the same-width MoRE routers of its block (task_gates.py).
+
+    A block is the layer's grandparent module (`model.layers.3` for `...3.self_attn.q_proj`
+    and `...3.mlp.up_proj`): FSDP units and checkpointed regions are never narrower.
+    """
+    blocks: dict[tuple, list[TaskPrefixRouter]] = {}
+    for path, layer in adapter_layers(model):
+        if isinstance(layer.router, TaskPrefixRouter) and path.count(".") >= 2:
+            key = (path.rsplit(".", 2)[0], layer.in_features)
+            blocks.setdefault(key, []).append(layer.router)
+    for siblings in blocks.values():
+        for router in siblings:
+            router.peers = siblings
 
 
 @contextlib.contextmanager

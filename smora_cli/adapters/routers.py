@@ -26,6 +26,7 @@ from smora_cli.adapters.gates import (
     expand_experts,
     gated,
 )
+from smora_cli.adapters.task_gates import sibling_task_gates
 from smora_cli.errors import AdapterError
 
 
@@ -402,6 +403,10 @@ class TaskPrefixRouter(Router):
         # (first real tokens [B, in], task ids [B]) of the last training forward: the
         # task-contrastive loss of every layer is computed at once by `contrastive_losses`.
         self.contrastive_inputs: tuple[Tensor, Tensor] | None = None
+        # Same-shaped MoRE routers of this block, self included (`link_siblings`), and the
+        # gate a sibling computed for this one in the current forward, with its stamp.
+        self.peers: list[TaskPrefixRouter] = [self]
+        self._handed: tuple[tuple, Tensor] | None = None
         if not config.task_names:
             raise AdapterError(
                 "method 'more' routes by task: set `task_names` (the recipe's tasks)"
@@ -423,13 +428,49 @@ class TaskPrefixRouter(Router):
         self.selector.reset_parameters()
 
     def task_gates(self) -> tuple[Tensor, Tensor]:
-        """([tasks, R] straight-through rank weights, [tasks] chosen prefix length - 1)."""
-        probs = torch.softmax(at_least_float32(self.selector(self.task_embedding)), dim=-1)
-        top, choice = probs.max(dim=-1)  # p at e*, e* - 1
-        # onehot(e*) + p - stopgrad(p) at e*: forward value 1, gradient that of p_{e*}.
-        gate = (top + 1) - top.detach()
-        prefix = torch.where(self.rank_index <= choice[:, None], self.rank_factors, 0.0)  # [T, R]
+        """([tasks, R] straight-through rank weights, [tasks] chosen prefix length - 1).
+
+        In float32 whatever the autocast dtype, as the token routers decide (`_logits`).
+        """
+        with torch.autocast(self.rank_index.device.type, enabled=False):
+            logits = self.selector(at_least_float32(self.task_embedding))
+            probs = torch.softmax(at_least_float32(logits), dim=-1)
+            top, choice = probs.max(dim=-1)  # p at e*, e* - 1
+            # onehot(e*) + p - stopgrad(p) at e*: forward value 1, gradient that of p_{e*}.
+            gate = (top + 1) - top.detach()
+            prefix = torch.where(self.rank_index <= choice[:, None], self.rank_factors, 0.0)
         return gate[:, None] * prefix, choice
+
+    def _batch_gates(self) -> Tensor:
+        """This layer's [tasks, R] gate, batched with its siblings' (task_gates.py).
+
+        The first sibling to run computes every sibling's gate and hands it over; a sibling
+        takes a handed gate only if it was made in the same grad mode from its parameters as
+        they are now (no optimizer step, reload or device move since), else computes anew.
+        """
+        handed, self._handed = self._handed, None
+        if handed is not None and handed[0] == self._stamp():
+            return handed[1]
+        siblings = self.peers
+        gates = None
+        if len(siblings) > 1:
+            gates = sibling_task_gates(siblings, self.rank_index, self.rank_factors)
+        if gates is None:
+            return self.task_gates()[0]
+        for sibling, gate in zip(siblings, gates, strict=True):
+            if sibling is not self:
+                sibling._handed = (sibling._stamp(), gate)
+        return gates[siblings.index(self)]
+
+    def clear_forward_state(self) -> None:
+        """Drop what the last forward left for the loss: contrastive inputs, handed gates."""
+        self.contrastive_inputs = None
+        self._handed = None
+
+    def _stamp(self) -> tuple:
+        weight, embedding = self.selector.weight, self.task_embedding
+        versions = (weight._version, embedding._version, self.selector.bias._version)
+        return torch.is_grad_enabled(), versions, weight.data_ptr(), embedding.data_ptr()
 
     def forward(
         self, x: Tensor, z: Tensor, inputs: RoutingInputs, logits: Tensor | None = None
@@ -446,8 +487,7 @@ class TaskPrefixRouter(Router):
             raise AdapterError(
                 f"task_ids has {task_ids.shape[0]} entries for a batch of {x.shape[0]}"
             )
-        weights, _ = self.task_gates()
-        weights = weights.index_select(0, task_ids)  # [B, R]
+        weights = self._batch_gates().index_select(0, task_ids)  # [B, R]
         weights = weights.view(task_ids.shape[0], *([1] * (x.dim() - 2)), -1)
         if self.training:
             self.contrastive_inputs = (self._first_tokens(x, inputs), task_ids)

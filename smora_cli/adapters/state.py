@@ -76,7 +76,7 @@ def clear_aux(model: nn.Module) -> None:
     for _, layer in adapter_layers(model):
         layer.last_aux = {}
         if isinstance(layer.router, TaskPrefixRouter):
-            layer.router.contrastive_inputs = None
+            layer.router.clear_forward_state()
 
 
 def router_stats(model: nn.Module, *, reset: bool = True) -> dict[str, dict[str, float]]:
