@@ -92,6 +92,23 @@ class RoutingInputs:
 
         return self._cached(("first", batch, seq, device), rows)
 
+    def first_tokens(self, x: Tensor) -> Tensor:
+        """[B, in] each sequence's first real token in x [B, S, in].
+
+        Layers that read the same input tensor (q, k and v; gate and up) get the same
+        selection: its backward, a [B * S, in] scatter added into x's gradient, runs once.
+        Only the last input is kept, so no activation outlives its layers for long.
+        """
+        last = self._derived.get("first-tokens")
+        if last is not None and last[0] is x and last[1] == x._version:
+            return last[2]
+        tokens = x.reshape(-1, x.shape[-1])  # [B * S, in]
+        batch = x.shape[0]
+        rows = self.first_token_rows(batch, tokens.shape[0] // batch, x.device)
+        first = tokens.index_select(0, rows)
+        self._derived["first-tokens"] = (x, x._version, first)
+        return first
+
 
 NO_INPUTS = RoutingInputs()
 
@@ -490,17 +507,8 @@ class TaskPrefixRouter(Router):
         weights = self._batch_gates().index_select(0, task_ids)  # [B, R]
         weights = weights.view(task_ids.shape[0], *([1] * (x.dim() - 2)), -1)
         if self.training:
-            self.contrastive_inputs = (self._first_tokens(x, inputs), task_ids)
+            self.contrastive_inputs = (inputs.first_tokens(x), task_ids)
         return Routing(weights, {})
-
-    @staticmethod
-    def _first_tokens(x: Tensor, inputs: RoutingInputs) -> Tensor:
-        """[B, in] each sequence's first real token (left-padded causal-LM rows start with
-        padding)."""
-        tokens = x.reshape(-1, x.shape[-1])  # [B * S, in]
-        batch = x.shape[0]
-        rows = inputs.first_token_rows(batch, tokens.shape[0] // batch, x.device)
-        return tokens.index_select(0, rows)
 
     def static_weights(self, task_id: int | None) -> Tensor:
         if task_id is None:

@@ -1,14 +1,17 @@
-"""MoRE's task gates batched over the sibling layers of a block (adapters/task_gates.py) give
-the numbers and gradients of each layer computing its own gate."""
+"""MoRE's work shared by sibling layers: task gates batched over a block's layers
+(adapters/task_gates.py) and first-token selections of a common input give the numbers and
+gradients of each layer computing its own."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from smora_cli import AdapterConfig, attach, routing_context
 from smora_cli.adapters import adapter_layers
 from smora_cli.adapters import routers as routers_module
+from smora_cli.adapters.state import aux_losses
 from tests.tiny_models import llama
 
 TASKS = ["a", "b", "c"]
@@ -108,3 +111,41 @@ def test_a_handed_gate_is_dropped_after_its_parameters_change():
     # A gate made without autograd is not handed to a forward that needs gradients.
     gate = sibling._batch_gates()
     assert gate.requires_grad
+
+
+def test_siblings_reading_one_input_share_its_first_tokens():
+    """q, k, v (and gate, up) select the first tokens of their common input once; the
+    contrastive loss and its gradients equal each layer's own selection."""
+    model = _more_llama()
+    inputs = {}
+    for _, layer in adapter_layers(model):
+        layer.register_forward_hook(lambda module, args, out: inputs.__setitem__(module, args[0]))
+    ids = torch.randint(3, 101, (3, 7), generator=torch.Generator().manual_seed(0))
+    task_ids = torch.tensor([0, 2, 1])
+    with routing_context(model, task_ids=task_ids):
+        model(input_ids=ids)
+        loss = aux_losses(model)["contrastive"]
+    layers = dict(adapter_layers(model.model.layers[1]))
+    firsts = {name: layer.router.contrastive_inputs[0] for name, layer in layers.items()}
+    assert firsts["self_attn.q_proj"] is firsts["self_attn.k_proj"] is firsts["self_attn.v_proj"]
+    assert firsts["mlp.gate_proj"] is firsts["mlp.up_proj"]
+    assert firsts["self_attn.o_proj"] is not firsts["self_attn.q_proj"]
+    per_layer = []
+    for _, layer in adapter_layers(model):
+        cosine = (
+            F.normalize(inputs[layer][:, 0], dim=-1)
+            @ F.normalize(layer.router.task_embedding, dim=-1).T
+        )
+        per_layer.append(F.cross_entropy(cosine / layer.config.contrastive_temperature, task_ids))
+    expected = torch.stack(per_layer).mean()
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
+    params = [p for p in model.parameters() if p.requires_grad]
+    ours = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+    theirs = torch.autograd.grad(expected, params, allow_unused=True)
+    reached = 0
+    for a, b in zip(ours, theirs, strict=True):
+        assert (a is None) == (b is None)
+        if b is not None:
+            reached += int(b.abs().sum() > 0)
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert reached > 28  # task embeddings and the adapters upstream of each layer's input
