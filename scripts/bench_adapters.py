@@ -28,7 +28,9 @@ Levels:
   of rank 4, top-2), every method against LoRA r=32, under two losses: the causal-LM loss
   `smora train` uses (`example_losses` on the last `--real-target` tokens: vocabulary logits
   of that window only; rows `real`) and the full-sequence next-token loss (`real-full`).
-  The models are built once and shared by both losses.
+  The models are built once and shared by both losses. `more-unshared` is MoRE with every
+  layer computing its own task gate and first tokens (`share_with_siblings = False`): what
+  sharing them between the sibling layers of a block buys.
 * `eval`: rank classification of `--eval-examples` prompts against `--eval-labels` labels on
   the same Llama with a smora adapter: each prompt once, then every label on its key/value
   cache (`rankcls`, what `smora eval` does); every (example, label) pair as its own sequence,
@@ -92,6 +94,7 @@ import smora_cli
 from smora_cli.adapters import (
     AdapterConfig,
     RankExpertLinear,
+    adapter_layers,
     attach,
     fold,
     on_optimizer_step,
@@ -105,7 +108,9 @@ from smora_cli.models import example_losses
 from smora_cli.optim import adamw
 
 ADAPTER_METHODS = ("lora", "smora", "moe-lora", "flylora", "more", "hydra")
-EXTRA_METHODS = ("loop-moe", "peft")  # naive MoE (layer level), PEFT LoRA (model level)
+# naive MoE (layer level), PEFT LoRA (model level), MoRE with every layer computing its own
+# task gate and first tokens (real level: what sharing them between sibling layers buys)
+EXTRA_METHODS = ("loop-moe", "peft", "more-unshared")
 TASKS = ["a", "b"]
 # Flag values of a full run and of --quick; explicit flags override either.
 PRESETS = {
@@ -174,6 +179,7 @@ REAL_CASES = (
     ("more", 32, None, 1),
     ("hydra", 32, None, 1),
     ("flylora", 32, 8, 1),
+    ("more-unshared", 32, None, 1),
 )
 REAL_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -720,12 +726,16 @@ def real_cases(args: argparse.Namespace, env: Env) -> list[Case]:
     batches = {"real": {**common, "labels": ids[:, -args.real_target :]}}
     batches["real-full"] = {**common, "labels": ids}
     cases = []
-    for method, r, k, p in REAL_CASES:
-        if method not in args.methods:
+    for name, r, k, p in REAL_CASES:
+        if name not in args.methods:
             continue
+        method = "more" if name == "more-unshared" else name
         torch.manual_seed(2)
         model = attach(copy.deepcopy(template), adapter_config(method, r, k, p))
         randomise_adapter(model)
+        if name == "more-unshared":
+            for _, layer in adapter_layers(model):
+                layer.router.share_with_siblings = False
         optimizer = adamw(model, lr=1e-4, router_lr=None, weight_decay=0.0)
         static = tensor_bytes(model, ids)
         active = model.smora_config.activated_rank
@@ -733,7 +743,7 @@ def real_cases(args: argparse.Namespace, env: Env) -> list[Case]:
             train, forward = lm_steps(model, batch, optimizer)
             baseline = f"{level}/lora/32"
             cases.append(
-                Case(method, level, r, active, baseline, model, train, forward, static, optimizer)
+                Case(name, level, r, active, baseline, model, train, forward, static, optimizer)
             )
             cases[-1].tokens = ids.numel()
     return cases

@@ -199,3 +199,19 @@ def test_bad_model_config_is_one_line_and_exit_2(tmp_path, capsys):
         load_script().main(["--model-config", str(tmp_path / "missing.json")])
     assert exit_info.value.code == 2
     assert "--model-config" in capsys.readouterr().err
+
+
+def test_real_level_times_more_with_and_without_sharing_between_siblings(tmp_path):
+    from smora_cli.bench.check_plan import corpus
+    from smora_cli.bench.llama import TINY, write_random_llama
+
+    decoder = write_random_llama(tmp_path / "decoder", {**TINY, "num_hidden_layers": 1}, corpus(16))
+    methods = ["--methods", "more,more-unshared", "--level", "real", "--model", str(decoder)]
+    document = load_script().main([*methods, *REAL])
+    rows = {(row["method"], row["level"]): row for row in document["results"]}
+    assert {method for method, _ in rows} == {"lora", "more", "more-unshared"}
+    for level in ("real", "real-full"):
+        shared, own = rows[("more", level)], rows[("more-unshared", level)]
+        # The same arithmetic, batched or per layer: only the number of ops differs.
+        assert shared["flops"] == own["flops"] > rows[("lora", level)]["flops"]
+        assert own["train_ms"] > 0 and own["train_ratio"] > 0

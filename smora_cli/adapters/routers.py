@@ -92,15 +92,15 @@ class RoutingInputs:
 
         return self._cached(("first", batch, seq, device), rows)
 
-    def first_tokens(self, x: Tensor) -> Tensor:
+    def first_tokens(self, x: Tensor, *, shared: bool = True) -> Tensor:
         """[B, in] each sequence's first real token in x [B, S, in].
 
-        Layers that read the same input tensor (q, k and v; gate and up) get the same
-        selection: its backward, a [B * S, in] scatter added into x's gradient, runs once.
-        Only the last input is kept, so no activation outlives its layers for long.
+        With `shared`, layers that read the same input tensor (q, k and v; gate and up) get
+        the same selection: its backward, a [B * S, in] scatter added into x's gradient, runs
+        once. Only the last input is kept, so no activation outlives its layers for long.
         """
         last = self._derived.get("first-tokens")
-        if last is not None and last[0] is x and last[1] == x._version:
+        if shared and last is not None and last[0] is x and last[1] == x._version:
             return last[2]
         tokens = x.reshape(-1, x.shape[-1])  # [B * S, in]
         batch = x.shape[0]
@@ -424,6 +424,9 @@ class TaskPrefixRouter(Router):
         # gate a sibling computed for this one in the current forward, with its stamp.
         self.peers: list[TaskPrefixRouter] = [self]
         self._handed: tuple[tuple, Tensor] | None = None
+        # False: this layer computes its own gate and first tokens (tests and the benchmark
+        # compare the two).
+        self.share_with_siblings = True
         if not config.task_names:
             raise AdapterError(
                 "method 'more' routes by task: set `task_names` (the recipe's tasks)"
@@ -470,7 +473,7 @@ class TaskPrefixRouter(Router):
             return handed[1]
         siblings = self.peers
         gates = None
-        if len(siblings) > 1:
+        if len(siblings) > 1 and self.share_with_siblings:
             gates = sibling_task_gates(siblings, self.rank_index, self.rank_factors)
         if gates is None:
             return self.task_gates()[0]
@@ -507,7 +510,8 @@ class TaskPrefixRouter(Router):
         weights = self._batch_gates().index_select(0, task_ids)  # [B, R]
         weights = weights.view(task_ids.shape[0], *([1] * (x.dim() - 2)), -1)
         if self.training:
-            self.contrastive_inputs = (inputs.first_tokens(x), task_ids)
+            first = inputs.first_tokens(x, shared=self.share_with_siblings)
+            self.contrastive_inputs = (first, task_ids)
         return Routing(weights, {})
 
     def static_weights(self, task_id: int | None) -> Tensor:

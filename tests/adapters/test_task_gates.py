@@ -31,9 +31,9 @@ def _more_llama() -> torch.nn.Module:
     return model.train()
 
 
-def _unlink(model: torch.nn.Module) -> None:
+def _unshare(model: torch.nn.Module) -> None:
     for _, layer in adapter_layers(model):
-        layer.router.peers = [layer.router]
+        layer.router.share_with_siblings = False
 
 
 def _step(model: torch.nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -72,7 +72,7 @@ def test_batched_gates_give_each_layers_own_outputs_and_gradients(monkeypatch):
     model = _more_llama()
     logits, grads = _step(model)
     assert batched_calls == [6, 6]  # one batched node per block, for its six siblings
-    _unlink(model)
+    _unshare(model)
     expected_logits, expected_grads = _step(model)
     assert batched_calls == [6, 6]
     torch.testing.assert_close(logits, expected_logits, rtol=1e-12, atol=1e-12)
