@@ -420,7 +420,7 @@ class TaskPrefixRouter(Router):
         # (first real tokens [B, in], task ids [B]) of the last training forward: the
         # task-contrastive loss of every layer is computed at once by `contrastive_losses`.
         self.contrastive_inputs: tuple[Tensor, Tensor] | None = None
-        # Same-shaped MoRE routers of this block, self included (`link_siblings`), and the
+        # Same-width MoRE routers of this block, self included (set by `attach`), and the
         # gate a sibling computed for this one in the current forward, with its stamp.
         self.peers: list[TaskPrefixRouter] = [self]
         self._handed: tuple[tuple, Tensor] | None = None
@@ -469,12 +469,12 @@ class TaskPrefixRouter(Router):
         they are now (no optimizer step, reload or device move since), else computes anew.
         """
         handed, self._handed = self._handed, None
+        if not self.share_with_siblings or len(self.peers) == 1:
+            return self.task_gates()[0]
         if handed is not None and handed[0] == self._stamp():
             return handed[1]
         siblings = self.peers
-        gates = None
-        if len(siblings) > 1 and self.share_with_siblings:
-            gates = sibling_task_gates(siblings, self.rank_index, self.rank_factors)
+        gates = sibling_task_gates(siblings, self.rank_index, self.rank_factors)
         if gates is None:
             return self.task_gates()[0]
         for sibling, gate in zip(siblings, gates, strict=True):
