@@ -3,7 +3,7 @@
 A MoRE layer's gate depends on its parameters only (selector and task embeddings), not on the
 tokens: per layer a [tasks, in] x [in, R] GEMM, a softmax, a max and the straight-through
 prefix, forward and backward. On SmolLM2 that is about 25 small ops per layer and 210 layers
-per step (~0.55 ms a layer on one CPU thread, more than the layer's LoRA arithmetic). The
+per step (~0.55 ms a layer on one CPU thread, timed in isolation). The
 siblings of one block (q, k, v, o, gate, up of a decoder layer) have the same shapes, so the
 first of them to run computes the gates of all with one batched GEMM and hands each sibling
 its gate (`TaskPrefixRouter.peers`).
