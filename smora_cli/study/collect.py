@@ -83,7 +83,7 @@ def score_table(scores: Scores) -> str:
 
 def rank_table(scores: Scores) -> str:
     """MoRE's rank-sensitivity table: groups `<task>-r<R>` pivoted to a row per task, a
-    column per rank, and the rank with the best mean."""
+    column per rank, the rank with the best mean and the ranks seed noise cannot tell from it."""
     by_task: dict[str, dict[int, list[float]]] = {}
     for group, seeds in scores.items():
         task, _, rank = group.rpartition("-r")
@@ -94,8 +94,26 @@ def rank_table(scores: Scores) -> str:
         means = {r: mean_std(v)[0] for r, v in per_rank.items() if mean_std(v) is not None}
         best = max(means, key=means.get) if means else None
         cells = [fmt(per_rank.get(r, [])) for r in ranks]
-        rows.append([task, *cells, "n/a" if best is None else f"r={best}"])
-    return md_table(["task", *(f"r={r}" for r in ranks), "best rank"], rows)
+        if best is None:
+            rows.append([task, *cells, "n/a", "n/a"])
+        else:
+            rows.append([task, *cells, f"r={best}", ranks_tied_with(per_rank, best)])
+    header = ["task", *(f"r={r}" for r in ranks), "best rank", "within noise of it"]
+    return md_table(header, rows)
+
+
+def ranks_tied_with(per_rank: dict[int, list[float]], best: int) -> str:
+    """The other ranks whose scores are within two Welch standard errors of the best rank's
+    (the study's verdict rule): a "best rank" is only a finding against the ranks not listed."""
+    findings = {
+        rank: compare("", "", per_rank[best], scores, expected=1)
+        for rank, scores in per_rank.items()
+        if rank != best and mean_std(scores) is not None
+    }
+    if any(f.seeds < 2 for f in findings.values()):
+        return "one seed"
+    tied = [f"r={rank}" for rank, f in sorted(findings.items()) if f.diff <= 2 * f.se]
+    return ", ".join(tied) or "none"
 
 
 def drops(scores: Scores, group: str, reference: str = "single") -> dict[str, list[float]]:

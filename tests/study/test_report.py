@@ -77,10 +77,22 @@ def test_rank_table_pivots_task_and_rank_and_names_the_best(tmp_path):
             results(run.result, {task: 0.8 - 0.01 * abs(int(rank) - best) + 0.001 * run.seed})
     table = collect.rank_table(collect.collect_scores(plan_part(study, "glue-single")))
     header, _, mrpc, rte = table.splitlines()
-    assert header == "| task | r=1 | r=2 | r=4 | r=8 | r=16 | best rank |"
+    assert header == "| task | r=1 | r=2 | r=4 | r=8 | r=16 | best rank | within noise of it |"
     assert mrpc.startswith("| mrpc | 0.802 ± 0.001 | 0.792 ± 0.001 |")
-    assert mrpc.endswith("| r=1 |")
-    assert rte.endswith("| r=4 |")
+    assert mrpc.endswith("| r=1 | none |")
+    assert rte.endswith("| r=4 | none |")
+
+
+def test_rank_table_lists_the_ranks_seed_noise_cannot_tell_from_the_best():
+    scores = {
+        "cola-r4": {1: {"cola": 0.50}, 2: {"cola": 0.60}},  # best mean, std 0.071
+        "cola-r8": {1: {"cola": 0.48}, 2: {"cola": 0.58}},  # 0.02 below: inside 2 SE (0.1)
+        "cola-r1": {1: {"cola": 0.10}, 2: {"cola": 0.11}},  # 0.445 below: outside
+    }
+    row = collect.rank_table(scores).splitlines()[2]
+    assert row.endswith("| r=4 | r=8 |")
+    one_seed = {group: {1: seeds[1]} for group, seeds in scores.items()}
+    assert collect.rank_table(one_seed).splitlines()[2].endswith("| r=4 | one seed |")
 
 
 def test_merge_drops_pair_each_merge_with_the_adapters_of_its_seed(tmp_path):
