@@ -112,7 +112,7 @@ def ranks_tied_with(per_rank: dict[int, list[float]], best: int) -> str:
     }
     if any(f.seeds < 2 for f in findings.values()):
         return "one seed"
-    tied = [f"r={rank}" for rank, f in sorted(findings.items()) if f.diff <= 2 * f.se]
+    tied = [f"r={rank}" for rank, f in sorted(findings.items()) if not f.resolved]
     return ", ".join(tied) or "none"
 
 

@@ -44,12 +44,17 @@ class Finding:
     unit: str = "average score"
 
     @property
+    def resolved(self) -> bool:
+        """The verdict rule: at least two seeds and beyond two standard errors."""
+        return self.seeds >= 2 and abs(self.diff) > 2 * self.se
+
+    @property
     def verdict(self) -> str:
         if math.isnan(self.diff):
             return "not measured"
         if self.seeds < 2:
             return "one seed: not tested"
-        if abs(self.diff) <= 2 * self.se:
+        if not self.resolved:
             return "not resolved: within seed noise (under 2 standard errors)"
         return "reproduced" if self.diff * self.expected > 0 else "opposite here"
 
