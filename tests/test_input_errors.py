@@ -141,6 +141,9 @@ def test_a_signal_outside_the_loop_says_so(tmp_path, recipe, monkeypatch, capsys
         return original(*args, **kwargs)
 
     monkeypatch.setattr(train_module, "load_base_model", signalled)
+    # compared with the handler found, not Python's default: under nohup or `cmd &` SIGINT
+    # starts ignored
+    handler_before = signal.getsignal(signal.SIGINT)
     code, _, error = cli(monkeypatch, capsys, "train", recipe)
     name = signal.Signals(signum).name
     assert code == 128 + signum and error == (
@@ -149,4 +152,4 @@ def test_a_signal_outside_the_loop_says_so(tmp_path, recipe, monkeypatch, capsys
         "run has a checkpoint)"
     )
     assert nothing_left(tmp_path)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGINT) is handler_before  # handlers restored

@@ -208,7 +208,8 @@ def test_ctrl_c_checkpoints_then_exits_130(tmp_path, encoder_dir, monkeypatch):
         return stats
 
     monkeypatch.setattr(Trainer, "_optimizer_step", interrupted_step)
+    handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN under nohup or `cmd &`
     result = train(recipe)
     assert (result.status, result.step, result.exit_code) == ("interrupted", 2, 130)
     assert [s for s, _ in checkpoint_dirs(tmp_path / "run")] == [2]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is handler_before  # handler restored
