@@ -215,4 +215,5 @@ def finding(scores: Scores, claim: dict) -> Finding:
         return compare(claim["claim"], comparison, *sides, claim["expected"], unit="drop")
     tasks = tasks_of({g: scores.get(g, {}) for g in (claim["a"], claim["b"])})
     sides = [values(scores.get(claim[side], {}), task, tasks) for side in ("a", "b")]
-    return compare(claim["claim"], comparison, *sides, claim["expected"])
+    unit = "average score" if task == AVERAGE else "score"
+    return compare(claim["claim"], comparison, *sides, claim["expected"], unit=unit)

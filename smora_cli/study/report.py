@@ -13,6 +13,8 @@ the claims each part tests:
 KINDs: scores (a row per group, a column per task), ranks (rank sensitivity), drops (merged
 minus single-task scores), router (load statistics), findings (the claims' verdicts),
 progress (finished runs of the plan), wall (wall time spent), commands (the plan's commands).
+`findings` alone may name several parts, `{{findings:PART,PART}}`: one table of every claim,
+the report's "at a glance".
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from smora_cli.study.execute import WALL_TIME
 from smora_cli.study.plan import PARTS, Run, Study, part_dir, plan_part
 from smora_cli.utils.fs import atomic_write_text
 
-PLACEHOLDER = re.compile(r"\{\{\s*([a-z]+):([a-z-]+)\s*\}\}")
+PLACEHOLDER = re.compile(r"\{\{\s*([a-z]+):([a-z,-]+)\s*\}\}")
 FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n", re.DOTALL)
 
 
@@ -45,10 +47,16 @@ def split_front_matter(text: str) -> tuple[dict, str]:
     return data, text[match.end() :]
 
 
-def findings(runs: list[Run], claims: list[dict]) -> str:
-    scores = collect.collect_scores(runs)
-    lines = [f"- {f.claim}: {f.line()}" for f in (collect.finding(scores, c) for c in claims)]
-    return "\n".join(lines) + "\n" if lines else "(no claim)\n"
+def findings(runs_by_part: dict[str, list[Run]], claims: dict[str, list[dict]]) -> str:
+    """A table row per claim of each part: the difference it rests on and the verdict."""
+    rows = []
+    for part, runs in runs_by_part.items():
+        scores = collect.collect_scores(runs)
+        for f in (collect.finding(scores, claim) for claim in claims.get(part, [])):
+            rows.append([f.claim, part, f.comparison, f.difference(), f.verdict])
+    if not rows:
+        return "(no claim)\n"
+    return collect.md_table(["claim", "part", "comparison", "difference", "verdict"], rows)
 
 
 def progress(runs: list[Run]) -> str:
@@ -68,9 +76,21 @@ def commands(runs: list[Run]) -> str:
     return "```\n" + "\n".join(run.shell() for run in runs) + "\n```\n"
 
 
-def placeholder_text(study: Study, kind: str, part: str, claims: dict) -> str:
-    if part not in PARTS:
-        raise UserInputError(f"report template: {{{{{kind}:{part}}}}} names no part")
+def placeholder_text(study: Study, kind: str, parts: str, claims: dict) -> str:
+    names = parts.split(",")
+    for part in names:
+        if part not in PARTS:
+            raise UserInputError(f"report template: {{{{{kind}:{parts}}}}} names no part {part!r}")
+    if kind == "findings":
+        return findings({part: plan_part(study, part) for part in names}, claims).rstrip("\n")
+    if len(names) > 1:
+        raise UserInputError(
+            f"report template: {{{{{kind}:{parts}}}}}: only findings takes several parts"
+        )
+    return part_text(study, kind, names[0]).rstrip("\n")
+
+
+def part_text(study: Study, kind: str, part: str) -> str:
     runs = plan_part(study, part)
     builders = {
         "scores": lambda: collect.score_table(collect.collect_scores(runs)),
@@ -78,7 +98,6 @@ def placeholder_text(study: Study, kind: str, part: str, claims: dict) -> str:
         "drops": lambda: collect.drop_table(collect.collect_scores(runs)),
         "router": lambda: collect.router_table(runs),
         "rankmap": lambda: collect.rank_map_table(runs),
-        "findings": lambda: findings(runs, claims.get(part, [])),
         "progress": lambda: progress(runs),
         "wall": lambda: wall(study, part),
         "commands": lambda: commands(runs),
@@ -86,9 +105,9 @@ def placeholder_text(study: Study, kind: str, part: str, claims: dict) -> str:
     if kind not in builders:
         raise UserInputError(
             f"report template: {{{{{kind}:{part}}}}}: unknown kind {kind!r}; "
-            f"use one of {', '.join(builders)}"
+            f"use one of findings, {', '.join(builders)}"
         )
-    return builders[kind]().rstrip("\n")
+    return builders[kind]()
 
 
 def fill(template: str, study: Study) -> str:

@@ -55,13 +55,14 @@ class Finding:
         if self.seeds < 2:
             return "one seed: not tested"
         if not self.resolved:
-            return "not resolved: within seed noise (under 2 standard errors)"
+            return "not resolved"  # within two standard errors: seed noise
         return "reproduced" if self.diff * self.expected > 0 else "opposite here"
 
-    def line(self) -> str:
+    def difference(self) -> str:
+        """`+0.100 ± 0.019 average score`: the difference of means and its standard error."""
         if math.isnan(self.diff):
-            return f"{self.comparison}: not measured."
-        return f"{self.comparison}: {self.diff:+.3f} ± {self.se:.3f} {self.unit} ({self.verdict})."
+            return "n/a"
+        return f"{self.diff:+.3f} ± {self.se:.3f} {self.unit}"
 
 
 def compare(

@@ -52,20 +52,28 @@ def test_score_table_is_mean_and_std_over_seeds(tmp_path):
 
 
 def test_findings_follow_the_claims_of_the_front_matter(tmp_path):
-    _, runs = mixture_study(tmp_path)
-    claims = [
-        {"claim": "MoRE beats LoRA", "a": "more", "b": "lora", "expected": 1},
-        {"claim": "on rte", "a": "smora", "b": "lora", "expected": 1, "task": "rte"},
-        {"claim": "absent", "a": "moe-lora", "b": "lora", "expected": 1},
-    ]
-    lines = report.findings(runs, claims).splitlines()
+    study, runs = mixture_study(tmp_path)
+    claims = {
+        "glue-mixture": [
+            {"claim": "MoRE beats LoRA", "a": "more", "b": "lora", "expected": 1},
+            {"claim": "on rte", "a": "smora", "b": "lora", "expected": 1, "task": "rte"},
+            {"claim": "absent", "a": "moe-lora", "b": "lora", "expected": 1},
+        ],
+        "glue-single": [{"claim": "r1 beats r8", "a": "mrpc-r1", "b": "mrpc-r8", "expected": 1}],
+    }
+    by_part = {part: plan_part(study, part) for part in ("glue-mixture", "glue-single")}
+    lines = report.findings(by_part, claims).splitlines()
     se = math.sqrt(0.02**2 / 3 + (statistics.stdev([0.5, 0.51, 0.55])) ** 2 / 3)
-    assert lines[0] == (
-        f"- MoRE beats LoRA: more minus lora: +0.100 ± {se:.3f} average score (reproduced)."
+    assert lines[0] == "| claim | part | comparison | difference | verdict |"
+    assert lines[2] == (
+        f"| MoRE beats LoRA | glue-mixture | more minus lora | +0.100 ± {se:.3f} average score "
+        "| reproduced |"
     )
-    assert lines[1].endswith("smora minus lora on rte: -0.420 ± 0.015 average score "
-                             "(one seed: not tested).")  # fmt: skip
-    assert lines[2] == "- absent: moe-lora minus lora: not measured."
+    assert lines[3] == ("| on rte | glue-mixture | smora minus lora on rte | -0.420 ± 0.015 score "
+                        "| one seed: not tested |")  # fmt: skip
+    assert lines[4] == "| absent | glue-mixture | moe-lora minus lora | n/a | not measured |"
+    assert lines[5] == "| r1 beats r8 | glue-single | mrpc-r1 minus mrpc-r8 | n/a | not measured |"
+    assert len(lines) == 6
 
 
 def test_rank_table_pivots_task_and_rank_and_names_the_best(tmp_path):
@@ -151,7 +159,8 @@ def test_report_fills_the_template_and_keeps_its_prose(tmp_path):
     )
     target = report.write_report(template, tmp_path / "out" / "results.md", study)
     text = target.read_text()
-    assert text.startswith("# Title\n\nProse stays.\n\n- C: more minus lora: +0.100")
+    assert text.startswith("# Title\n\nProse stays.\n\n| claim | part |")
+    assert "| C | glue-mixture | more minus lora | +0.100" in text
     assert "7 of 12 runs finished" in text
     assert "not run" in text
     assert "claims" not in text and "{{" not in text
@@ -167,7 +176,9 @@ def test_the_shipped_template_fills_with_no_runs(tmp_path):
 @pytest.mark.parametrize(
     "placeholder,message",
     [
-        ("{{scores:nowhere}}", "names no part"),
+        ("{{scores:nowhere}}", "names no part 'nowhere'"),
+        ("{{findings:glue-mixture,nowhere}}", "names no part 'nowhere'"),
+        ("{{scores:glue-mixture,glue-single}}", "only findings takes several parts"),
         ("{{plot:glue-mixture}}", "unknown kind 'plot'"),
     ],
 )

@@ -15,7 +15,7 @@ def test_difference_and_welch_standard_error():
     assert finding.se == pytest.approx(math.sqrt(0.0004 / 3 + 0.0007 / 3))
     assert finding.seeds == 3
     assert finding.verdict == "reproduced"
-    assert finding.line() == "a minus b: +0.100 ± 0.019 average score (reproduced)."
+    assert finding.difference() == "+0.100 ± 0.019 average score"
 
 
 @pytest.mark.parametrize(
@@ -33,7 +33,8 @@ def test_verdicts(a, b, expected, verdict):
 
 
 def test_not_measured_prints_no_numbers():
-    assert compare("c", "x minus y", [], [0.1], +1).line() == "x minus y: not measured."
+    finding = compare("c", "x minus y", [], [0.1], +1)
+    assert (finding.difference(), finding.verdict) == ("n/a", "not measured")
 
 
 def test_mean_std_skips_missing_values_and_fmt_shows_one_seed_without_error_bar():
