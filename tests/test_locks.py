@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -55,6 +56,29 @@ def test_a_second_process_is_refused_naming_the_holder(tmp_path):
         record = json.loads(lock_path(target).read_text())
         assert record["pid"] == os.getpid() and record["command"] == "smora merge"
     assert not lock_path(target).exists()
+
+
+def test_a_holder_that_has_not_written_its_record_yet_is_still_named(tmp_path):
+    """Trial: two trainings started at once; the loser took its turn between the winner's
+    flock and its record, and said "another process". It now waits a moment for the record."""
+    target = tmp_path / "out"
+    path = lock_path(target)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # a flock of its own open file
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    record = {"pid": 4242, "host": "node7", "command": "smora train", "started": "now"}
+    late = threading.Timer(0.2, os.pwrite, (fd, json.dumps(record).encode(), 0))
+    late.start()
+    try:
+        with pytest.raises(DirectoryLocked, match=r"in use by smora train \(pid 4242 on node7"):
+            with DirectoryLock(target, "train"):
+                pass
+        os.ftruncate(fd, 0)  # a holder that never writes is still refused, unnamed
+        with pytest.raises(DirectoryLocked, match="in use by another process"):
+            with DirectoryLock(target, "train"):
+                pass
+    finally:
+        late.join()
+        os.close(fd)
 
 
 def test_the_same_process_may_nest_and_releases_with_the_outermost(tmp_path):

@@ -85,7 +85,7 @@ class DirectoryLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = _read_holder(fd)
+                holder = _wait_for_holder(fd)
                 os.close(fd)
                 raise self._locked(holder) from None
             except OSError as e:
@@ -172,6 +172,15 @@ def _read_holder(fd: int) -> dict | None:
         return _parse(os.pread(fd, 4096, 0))
     except OSError:
         return None
+
+
+def _wait_for_holder(fd: int, timeout_s: float = 1.0) -> dict | None:
+    """The holder's record, given a moment to appear: a process that has just taken the lock
+    writes its record right after, and a twin started at the same instant can land between."""
+    deadline = time.monotonic() + timeout_s
+    while (holder := _read_holder(fd)) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return holder
 
 
 def _read_holder_at(path: Path) -> dict | None:
